@@ -1,0 +1,77 @@
+"""From a database URL to a configured peewee Database.
+
+``sqlite:///path.db`` (relative) or ``sqlite:////abs/path.db``,
+``postgresql://user:pass@host/db`` and ``postgresql+pool://…`` (a pooled
+connection) are read by :mod:`playhouse.db_url`. With no URL,
+``OPTISTATE_DATABASE_URL`` is used, and without it :data:`DEFAULT_URL`, a
+SQLite file in the working directory.
+
+Every SQLite connection turns on foreign keys (the cascades live in the
+database), WAL (readers do not block the writer) and a busy timeout, and
+begins its transactions ``IMMEDIATE``, so several agent processes can share
+one file without "database is locked" failures on lock upgrade.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import peewee
+from playhouse import db_url
+
+from .errors import ConfigurationError, ConnectionError
+
+__all__ = ["DEFAULT_URL", "ENV_VAR", "open_database", "redact", "resolve_url", "is_sqlite", "write_transaction"]
+
+ENV_VAR = "OPTISTATE_DATABASE_URL"
+DEFAULT_URL = "sqlite:///optistate.db"
+SQLITE_PRAGMAS = (("foreign_keys", 1), ("journal_mode", "wal"), ("busy_timeout", 30_000), ("synchronous", "normal"))
+SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+pool", "postgres+pool")
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL given, else ``$OPTISTATE_DATABASE_URL``, else :data:`DEFAULT_URL`."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def open_database(url: str | None = None) -> peewee.Database:
+    """A connected Database for ``url`` (see the module docstring for defaults).
+
+    :raises ConfigurationError: the URL's scheme or shape is not one optistate uses.
+    :raises ConnectionError: the server or file cannot be reached.
+    """
+    url = resolve_url(url)
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ConfigurationError("database", redact(url), f"scheme must be one of {', '.join(SCHEMES)}")
+    options: dict[str, Any] = {}
+    if scheme == "sqlite":
+        options = {"pragmas": SQLITE_PRAGMAS, "timeout": 30}
+    try:
+        database = db_url.connect(url, unquote_password=True, unquote_user=True, **options)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ConfigurationError("database", redact(url), str(exc)) from None
+    if not database.database:
+        raise ConfigurationError("database", redact(url), "names no database")
+    try:
+        database.connect(reuse_if_open=True)
+    except peewee.OperationalError as exc:
+        raise ConnectionError(redact(url), exc) from None
+    return database
+
+
+def is_sqlite(database: peewee.Database) -> bool:
+    return isinstance(database, peewee.SqliteDatabase)
+
+
+def write_transaction(database: peewee.Database) -> Any:
+    """A transaction that takes the write lock up front (``BEGIN IMMEDIATE`` on SQLite)."""
+    if is_sqlite(database):
+        return database.atomic("IMMEDIATE")
+    return database.atomic()

@@ -1,0 +1,90 @@
+"""Every error optistate raises, under one root, :class:`OptistateError`.
+
+Each class carries what went wrong as attributes and formats its own message,
+naming the field and the value at fault. A value flagged sensitive is never
+formatted into a message: it shows as ``'***'``.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import peewee
+
+__all__ = [
+    "OptistateError",
+    "ValidationError",
+    "NotFoundError",
+    "UnknownAgentType",
+    "IntegrityError",
+    "ConfigurationError",
+    "ConnectionError",
+    "MigrationError",
+    "PluginError",
+]
+
+MASK = "***"
+
+
+class OptistateError(Exception):
+    """The root of every error optistate raises."""
+
+
+class ValidationError(OptistateError, ValueError):
+    """A value that a field does not accept; nothing was stored."""
+
+    def __init__(self, field: str, value: Any, reason: str, *, sensitive: bool = False):
+        self.field, self.value, self.reason, self.sensitive = field, value, reason, sensitive
+        shown = MASK if sensitive else repr(value)
+        super().__init__(f"{field}={shown}: {reason}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class NotFoundError(OptistateError, LookupError):
+    """A named thing (agent, config key, capability) that is not stored."""
+
+    def __init__(self, kind: str, key: Any, hint: str = ""):
+        self.kind, self.key = kind, key
+        super().__init__(f"{kind} {key!r} not found" + (f"; {hint}" if hint else ""))
+
+
+class UnknownAgentType(NotFoundError):
+    """An agent type that no loaded plugin registers."""
+
+    def __init__(self, type_name: str, registered: Iterable[str]):
+        self.registered = sorted(registered)
+        listed = ", ".join(self.registered) or "none"
+        super().__init__("agent type", type_name, f"registered types: {listed}")
+
+
+class IntegrityError(OptistateError, peewee.IntegrityError):
+    """A database constraint refused the write (a missing agent, a duplicate key)."""
+
+
+class ConfigurationError(OptistateError, ValueError):
+    """A database URL or setting that optistate cannot use."""
+
+    def __init__(self, setting: str, value: Any, reason: str):
+        self.setting, self.value = setting, value
+        super().__init__(f"{setting}={value!r}: {reason}")
+
+
+class ConnectionError(OptistateError):  # noqa: A001 - the name users look for
+    """The database could not be reached."""
+
+    def __init__(self, url: str, cause: BaseException):
+        self.url, self.cause = url, cause
+        super().__init__(f"cannot connect to {url}: {str(cause).strip()}")
+
+
+class MigrationError(OptistateError):
+    """A migration could not be applied or reverted."""
+
+
+class PluginError(OptistateError):
+    """A plugin failed to load, or registered something core refuses."""
+
+    def __init__(self, plugin: str, message: str):
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {message}")

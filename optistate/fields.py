@@ -1,0 +1,177 @@
+"""Field types that behave the same on SQLite and PostgreSQL and refuse bad values.
+
+A refused value raises :class:`optistate.errors.ValidationError` while the
+query is being built, before any SQL reaches the database, so nothing is stored.
+
+The JSON choice: every JSON column is peewee 4's core :class:`peewee.JSONField`
+(JSONB on PostgreSQL, JSON text on SQLite), not playhouse's ``BinaryJSONField``,
+which is PostgreSQL-only. One model definition then serves both backends, and
+``AgentMetric.metadata['region'] == 'us-west'`` or ``.contains({...})`` compile
+to each backend's own operators. The GIN indexes that serve those queries are
+created by the migrations, on PostgreSQL only.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import peewee
+
+from .errors import ValidationError
+
+__all__ = ["ChoiceField", "FiniteFloatField", "JSONField", "SemverField", "TimestampField", "utcnow", "as_utc"]
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Make ``value`` aware UTC. A naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _is_sqlite(field: peewee.Field) -> bool:
+    db = field.model._meta.database
+    if isinstance(db, peewee.DatabaseProxy):
+        db = db.obj
+    return isinstance(db, peewee.SqliteDatabase)
+
+
+class TimestampField(peewee.Field):
+    """An aware UTC datetime: TIMESTAMPTZ on PostgreSQL, ISO-8601 text on SQLite.
+
+    Naive datetimes passed in are taken to be UTC. On SQLite the stored text
+    has a fixed width and offset, so text order is time order and range
+    queries work. Values always read back as aware UTC datetimes.
+    """
+
+    field_type = "TIMESTAMPTZ"
+
+    def ddl_datatype(self, ctx: Any) -> peewee.SQL:
+        return peewee.SQL("TEXT" if _is_sqlite(self) else "TIMESTAMPTZ")
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        if not isinstance(value, datetime):
+            raise ValidationError(self.name, value, "expected a datetime")
+        value = as_utc(value)
+        if _is_sqlite(self):
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+        return value
+
+    def python_value(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return as_utc(value)
+
+
+class ChoiceField(peewee.CharField):
+    """A string restricted to the values of a ``str`` Enum; reads back as ``str``."""
+
+    def __init__(self, choices: type[enum.Enum], **kwargs: Any):
+        self.enum = choices
+        kwargs.setdefault("max_length", 32)
+        super().__init__(**kwargs)
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        if isinstance(value, self.enum):
+            return value.value
+        allowed = [m.value for m in self.enum]  # type: ignore[var-annotated]
+        if value not in allowed:
+            raise ValidationError(self.name, value, f"must be one of {', '.join(allowed)}")
+        return value
+
+
+class FiniteFloatField(peewee.FloatField):
+    """A float that refuses NaN, infinities, booleans and non-numbers."""
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        return finite_float(self.name, value)
+
+
+def finite_float(field: str, value: Any) -> float:
+    """``value`` as a finite float, or :class:`ValidationError` naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(field, value, "must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValidationError(field, value, "must be finite (not NaN or infinity)")
+    return number
+
+
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+
+
+class SemverField(peewee.CharField):
+    """A semantic version string (semver.org 2.0.0), e.g. ``1.2.0`` or ``2.0.0-rc.1``."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("max_length", 64)
+        super().__init__(**kwargs)
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, peewee.Node):
+            return value
+        if not isinstance(value, str) or not SEMVER.match(value):
+            raise ValidationError(self.name, value, "must be a semantic version such as 1.2.0")
+        return value
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON text: NaN and infinities are refused, as JSON has none."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+class JSONField(peewee.JSONField):
+    """Core JSONField that checks a value serialises before the query runs.
+
+    peewee serialises JSONB lazily on PostgreSQL, inside the driver, where a
+    failure would surface mid-statement; this field serialises once, eagerly,
+    and hands the driver the finished text.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(dumps=dumps, **kwargs)
+
+    _driver_types: tuple[type, ...] = ()
+
+    def _db_hook(self, database: Any) -> None:
+        super()._db_hook(database)
+        adapter = getattr(database, "_adapter", None)
+        self._driver_types = (adapter.json_type, adapter.jsonb_type) if adapter is not None else ()
+        if self._helper is not None:
+            self._wrap = self._helper.make_value_wrapper(_identity)
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, (peewee.Node, *self._driver_types)):
+            return value
+        try:
+            text = dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(self.name, value, f"is not JSON-serialisable ({exc})") from None
+        return self._wrap(text) if self._wrap is not None else text
+
+
+def _identity(text: str) -> str:
+    return text

@@ -1,0 +1,311 @@
+"""The five agent tables, as peewee models that are not welded to any database.
+
+The classes here have no database of their own. Bind them to the one you
+choose, as with any peewee library::
+
+    db.bind(MODELS)                  # or: with db.bind_ctx(MODELS): ...
+
+:func:`optistate.connect` does that bind for you, so after it
+``AgentConfig.select()`` queries the store's database. With two stores in one
+process, the classes here follow the store connected last, while each store's
+own API (and ``store.models``) always uses that store's database: see
+:func:`bound_models`.
+
+The schema itself is created by the migrations in ``migrations/``, never by
+``create_tables()``: the database owns the cascades, unique constraints,
+``updated_at`` triggers and (on PostgreSQL) the GIN indexes.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import peewee
+
+from .errors import IntegrityError, ValidationError
+from .fields import ChoiceField, FiniteFloatField, JSONField, SemverField, TimestampField, utcnow
+
+__all__ = [
+    "Agent",
+    "AgentCapability",
+    "AgentConfig",
+    "AgentMetric",
+    "AgentState",
+    "AgentStatus",
+    "ConfigType",
+    "MetricType",
+    "MODELS",
+    "bound_models",
+    "parse_config_value",
+    "format_config_value",
+]
+
+
+class ConfigType(str, enum.Enum):
+    """How an ``agent_configs.config_value`` string is parsed.
+
+    ``number`` keeps whole numbers as ``int`` and the rest as ``float``.
+    """
+
+    STRING = "string"
+    INTEGER = "integer"
+    FLOAT = "float"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    JSON = "json"
+
+
+class AgentStatus(str, enum.Enum):
+    """An agent's status, both as registered (``agents``) and at run time (``agent_states``)."""
+
+    IDLE = "idle"
+    ACTIVE = "active"
+    BUSY = "busy"
+    PROCESSING = "processing"
+    WAITING = "waiting"
+    ERROR = "error"
+    OFFLINE = "offline"
+
+
+class MetricType(str, enum.Enum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_config_value(config_type: str, text: str, *, key: str = "config_value", sensitive: bool = False) -> Any:
+    """The Python value of a stored ``config_value`` string of ``config_type``."""
+    kind = ConfigType(config_type)
+    try:
+        if kind is ConfigType.STRING:
+            return text
+        if kind is ConfigType.INTEGER:
+            return int(text)
+        if kind is ConfigType.FLOAT:
+            return float(text)
+        if kind is ConfigType.NUMBER:
+            number = float(text)
+            return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+        if kind is ConfigType.BOOLEAN:
+            lowered = text.strip().lower()
+            if lowered in _TRUE or lowered in _FALSE:
+                return lowered in _TRUE
+            raise ValueError("not a boolean")
+        return json.loads(text)
+    except (TypeError, ValueError):
+        raise ValidationError(key, text, f"does not parse as {kind.value}", sensitive=sensitive) from None
+
+
+def format_config_value(config_type: str, value: Any, *, key: str = "config_value", sensitive: bool = False) -> str:
+    """The canonical stored string for ``value`` as ``config_type``; refuses what does not fit.
+
+    Strings are parsed first (``"5000"`` as an integer is ``5000``), so the
+    stored text is always one that :func:`parse_config_value` reads back.
+    """
+    try:
+        kind = ConfigType(config_type)
+    except ValueError:
+        allowed = ", ".join(t.value for t in ConfigType)
+        raise ValidationError("config_type", config_type, f"must be one of {allowed}") from None
+    if kind is ConfigType.STRING:
+        if not isinstance(value, str):
+            raise ValidationError(key, value, "must be a string", sensitive=sensitive)
+        return value
+    if kind is ConfigType.JSON:
+        if isinstance(value, str):
+            parse_config_value(kind, value, key=key, sensitive=sensitive)
+            return value
+        from .fields import dumps
+
+        try:
+            return dumps(value)
+        except (TypeError, ValueError):
+            raise ValidationError(key, value, "is not JSON-serialisable", sensitive=sensitive) from None
+    if isinstance(value, str):
+        value = parse_config_value(kind, value, key=key, sensitive=sensitive)
+    if kind is ConfigType.BOOLEAN:
+        if not isinstance(value, bool):
+            raise ValidationError(key, value, "must be a boolean", sensitive=sensitive)
+        return "true" if value else "false"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(key, value, f"must be {kind.value}", sensitive=sensitive)
+    if kind is ConfigType.INTEGER:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValidationError(key, value, "must be a whole number", sensitive=sensitive)
+        return str(int(value))
+    from .fields import finite_float
+
+    number = finite_float(key, value)
+    if kind is ConfigType.NUMBER and isinstance(value, int):
+        return str(value)
+    return repr(number)
+
+
+class BaseModel(peewee.Model):
+    """UUID primary key; ``save()`` inserts a new row and updates a loaded one.
+
+    peewee cannot tell a new row from a stored one when the key is a UUID
+    made in Python, so a row built by hand is inserted on its first
+    ``save()``, and a row read from the database is updated. Integrity
+    errors are raised as :class:`optistate.errors.IntegrityError`.
+    """
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._stored = bool(kwargs.get("__no_default__"))
+        super().__init__(*args, **kwargs)
+
+    def save(self, force_insert: bool = False, only: Any = None) -> Any:
+        try:
+            saved = super().save(force_insert=force_insert or not self._stored, only=only)
+        except peewee.IntegrityError as exc:
+            raise IntegrityError(*exc.args) from exc
+        self._stored = True
+        return saved
+
+
+class Timestamped(BaseModel):
+    """``created_at`` and ``updated_at``; a database trigger also moves ``updated_at`` on any UPDATE."""
+
+    created_at = TimestampField(default=utcnow)
+    updated_at = TimestampField(default=utcnow)
+
+    def save(self, force_insert: bool = False, only: Any = None) -> Any:
+        if self._stored and not force_insert:
+            self.updated_at = utcnow()
+        return super().save(force_insert=force_insert, only=only)
+
+
+class Agent(Timestamped):
+    """A registered agent process, unique by ``(type, name)``."""
+
+    type = peewee.CharField(max_length=64)
+    name = peewee.CharField(max_length=255)
+    version = peewee.CharField(max_length=64)
+    status = ChoiceField(AgentStatus, default=AgentStatus.ACTIVE.value)
+    endpoint = peewee.CharField(max_length=1024, null=True)
+    last_heartbeat = TimestampField(default=utcnow)
+
+    class Meta:
+        table_name = "agents"
+        indexes = ((("type", "name"), True),)
+
+    @property
+    def state(self) -> "AgentState | None":
+        """The agent's one state row, or None before it has one."""
+        return self._states.first()
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.name}"
+
+
+class AgentConfig(Timestamped):
+    """One typed setting; ``config_value`` is the canonical string, :attr:`value` the parsed one."""
+
+    agent = peewee.ForeignKeyField(Agent, backref="configs", on_delete="CASCADE")
+    config_key = peewee.CharField(max_length=255)
+    config_value = peewee.TextField()
+    config_type = ChoiceField(ConfigType, default=ConfigType.STRING.value)
+    description = peewee.TextField(null=True)
+    is_sensitive = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "agent_configs"
+        indexes = ((("agent", "config_key"), True),)
+
+    @property
+    def value(self) -> Any:
+        """``config_value`` parsed as ``config_type``."""
+        return parse_config_value(self.config_type, self.config_value, key=self.config_key, sensitive=self.is_sensitive)
+
+    def save(self, force_insert: bool = False, only: Any = None) -> Any:
+        self.config_value = format_config_value(
+            self.config_type, self.config_value, key=self.config_key, sensitive=self.is_sensitive
+        )
+        return super().save(force_insert=force_insert, only=only)
+
+    def __repr__(self) -> str:
+        shown = "***" if self.is_sensitive else repr(self.config_value)
+        return f"<AgentConfig: {self.config_key}={shown} ({self.config_type})>"
+
+    __str__ = __repr__
+
+
+class AgentState(Timestamped):
+    """The one run-time state row of an agent."""
+
+    agent = peewee.ForeignKeyField(Agent, backref="_states", on_delete="CASCADE", unique=True)
+    status = ChoiceField(AgentStatus, default=AgentStatus.IDLE.value)
+    current_workflow = peewee.CharField(max_length=255, null=True)
+    workflow_data = JSONField(default=dict)
+    resource_locks = JSONField(default=list)
+    error_count = peewee.IntegerField(default=0)
+    last_error = JSONField(null=True)
+    last_heartbeat = TimestampField(default=utcnow)
+    resource_usage = JSONField(default=dict)
+    metadata = JSONField(default=dict)
+
+    class Meta:
+        table_name = "agent_states"
+
+
+class AgentCapability(Timestamped):
+    """One version of one capability; several versions of a name may coexist."""
+
+    agent = peewee.ForeignKeyField(Agent, backref="capabilities", on_delete="CASCADE")
+    capability_name = peewee.CharField(max_length=255)
+    capability_version = SemverField(default="1.0.0")
+    description = peewee.TextField(null=True)
+    parameters = JSONField(default=dict)
+    is_enabled = peewee.BooleanField(default=True)
+
+    class Meta:
+        table_name = "agent_capabilities"
+        indexes = ((("agent", "capability_name", "capability_version"), True),)
+
+
+class AgentMetric(BaseModel):
+    """One time-series point."""
+
+    agent = peewee.ForeignKeyField(Agent, backref="metrics", on_delete="CASCADE")
+    metric_name = peewee.CharField(max_length=255)
+    metric_value = FiniteFloatField()
+    metric_unit = peewee.CharField(max_length=64, null=True)
+    metric_type = ChoiceField(MetricType, default=MetricType.GAUGE.value)
+    metadata = JSONField(default=dict)
+    collection_timestamp = TimestampField(default=utcnow)
+
+    class Meta:
+        table_name = "agent_metrics"
+
+
+MODELS: tuple[type[BaseModel], ...] = (Agent, AgentConfig, AgentState, AgentCapability, AgentMetric)
+
+
+def bound_models(database: peewee.Database) -> SimpleNamespace:
+    """Subclasses of the five models bound to ``database`` alone.
+
+    Each store keeps its own set, so two stores in one process, even one on
+    SQLite and one on PostgreSQL, never share a binding. Rows they return are
+    still instances of the classes above. The namespace has the models by
+    their class names, and ``MODELS`` in dependency order.
+    """
+    meta = lambda model: type("Meta", (), {"database": database, "table_name": model._meta.table_name})  # noqa: E731
+    agent = type("Agent", (Agent,), {"Meta": meta(Agent), "__module__": __name__})
+    made: list[type[BaseModel]] = [agent]
+    for model in MODELS[1:]:
+        fk = model._meta.fields["agent"]
+        attrs = {
+            "Meta": meta(model),
+            "__module__": __name__,
+            "agent": peewee.ForeignKeyField(agent, backref=fk.backref, on_delete="CASCADE", unique=fk.unique),
+        }
+        made.append(type(model.__name__, (model,), attrs))
+    return SimpleNamespace(MODELS=tuple(made), **{m.__name__: m for m in made})

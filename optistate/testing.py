@@ -1,0 +1,73 @@
+"""A throwaway PostgreSQL server for tests and benchmarks, from the binaries on the machine.
+
+:func:`postgres_dsn` yields ``$TEST_PG_DSN`` when it is set; otherwise it
+runs ``initdb`` and ``pg_ctl`` in a temporary directory on a free loopback
+port and stops the server afterwards. PostgreSQL refuses to run as root, so
+as root the binaries run as the ``postgres`` user through ``runuser``.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from typing import Iterator
+
+__all__ = ["PostgresUnavailable", "postgres_dsn", "find_pg_bin"]
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server could be had; the message says why."""
+
+
+def find_pg_bin() -> str | None:
+    """The directory holding ``initdb`` and ``pg_ctl``, or None."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return os.path.dirname(os.path.realpath(found))
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return os.path.dirname(candidates[-1]) if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def postgres_dsn() -> Iterator[str]:
+    """Yield a ``postgresql://`` URL of a server that lives for the ``with`` block."""
+    if os.environ.get("TEST_PG_DSN"):
+        yield os.environ["TEST_PG_DSN"]
+        return
+    bindir = find_pg_bin()
+    if bindir is None:
+        raise PostgresUnavailable("no PostgreSQL binaries (initdb, pg_ctl) found; install Debian's 'postgresql'")
+    prefix: list[str] = []
+    workdir = tempfile.mkdtemp(prefix="optistate-pg-")
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            raise PostgresUnavailable("running as root and 'runuser' is missing")
+        prefix = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(workdir, "postgres")
+    datadir, port = os.path.join(workdir, "data"), _free_port()
+
+    def run(*args: str) -> None:
+        done = subprocess.run(prefix + list(args), capture_output=True, text=True)
+        if done.returncode:
+            raise PostgresUnavailable(f"{os.path.basename(args[0])} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+    try:
+        run(f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+        options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        run(f"{bindir}/pg_ctl", "-D", datadir, "-o", options, "-l", os.path.join(workdir, "log"), "-w", "start")
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run(prefix + [f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"], capture_output=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
