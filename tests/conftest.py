@@ -1,0 +1,86 @@
+"""Fixtures shared by the whole suite: every model and SDK test runs on both backends.
+
+``backend`` is parametrised over SQLite (a real file in ``tmp_path``) and
+PostgreSQL (a fresh database on a real server per test). The server is
+``$TEST_PG_DSN`` if set, else a throwaway one started for the session from the
+machine's binaries (:mod:`optistate.testing`). Without one, the PostgreSQL
+tests skip with the reason, unless ``OPTISTATE_REQUIRE_POSTGRES=1`` (CI sets
+it), which turns that skip into a failure.
+
+``OPTISTATE_TEST_BACKENDS=sqlite`` or ``=postgres`` limits the run to one
+backend, as tox's ``-sqlite`` and ``-postgres`` factors do.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import peewee
+import psycopg2
+import pytest
+
+from optistate import schema
+from optistate.database import open_database
+from optistate.models import MODELS
+from optistate.testing import PostgresUnavailable, postgres_dsn
+
+BACKENDS = [b for b in os.environ.get("OPTISTATE_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of the session's PostgreSQL server (its ``postgres`` database)."""
+    try:
+        with postgres_dsn() as dsn:
+            yield dsn
+    except PostgresUnavailable as exc:
+        if os.environ.get("OPTISTATE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (OPTISTATE_REQUIRE_POSTGRES=1) but unavailable: {exc}")
+        pytest.skip(f"no PostgreSQL: {exc}")
+
+
+def _admin(dsn: str, sql: str) -> None:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        conn.cursor().execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    _admin(pg_server, f"CREATE DATABASE {name}")
+    base = pg_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """The URL of a new SQLite file."""
+    return f"sqlite:///{tmp_path / 'optistate.db'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, request) -> str:
+    """The URL of an empty database on the test's backend."""
+    return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[peewee.Database]:
+    """A migrated database with the models in :mod:`optistate.models` bound to it for the test."""
+    db = open_database(db_url)
+    schema.migrate(db)
+    with db.bind_ctx(MODELS):
+        yield db
+    db.close()
