@@ -13,6 +13,7 @@ one file without "database is locked" failures on lock upgrade.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from typing import Any
@@ -40,6 +41,25 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+class _RedactConfigWrites(logging.Filter):
+    """Hide the parameters of writes to ``agent_configs`` in peewee's DEBUG query log.
+
+    peewee logs every statement with its parameters; a config value may be
+    a secret, so those parameters never reach a log handler.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        if isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], str):
+            sql = message[0].lstrip().upper()
+            if "AGENT_CONFIGS" in sql and not sql.startswith("SELECT"):
+                record.msg = (message[0], ["***"] * len(message[1] or ()))
+        return True
+
+
+_REDACT = _RedactConfigWrites()
+
+
 def open_database(url: str | None = None) -> peewee.Database:
     """A connected Database for ``url`` (see the module docstring for defaults).
 
@@ -47,6 +67,7 @@ def open_database(url: str | None = None) -> peewee.Database:
     :raises ConnectionError: the server or file cannot be reached.
     """
     url = resolve_url(url)
+    logging.getLogger("peewee").addFilter(_REDACT)  # idempotent: a filter is added once
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in SCHEMES:
         raise ConfigurationError("database", redact(url), f"scheme must be one of {', '.join(SCHEMES)}")

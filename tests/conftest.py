@@ -20,6 +20,7 @@ import peewee
 import psycopg2
 import pytest
 
+import optistate
 from optistate import schema
 from optistate.database import open_database
 from optistate.models import MODELS
@@ -84,3 +85,35 @@ def database(db_url: str) -> Iterator[peewee.Database]:
     with db.bind_ctx(MODELS):
         yield db
     db.close()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[optistate.Store]:
+    """A store on the test's fresh database, with the installed plugins."""
+    with optistate.connect(db_url) as opened:
+        yield opened
+
+
+# --- Appended for the model, rule, database and migration tests ---------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: builds and installs the project; seconds, not milliseconds")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect ``@pytest.mark.postgres`` tests when ``OPTISTATE_TEST_BACKENDS`` leaves PostgreSQL out."""
+    if "postgres" in BACKENDS:
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres")]
+
+
+@pytest.fixture
+def sample_cost_agent(database: peewee.Database):
+    """The seed's cost agent, stored through the models bound by ``database``."""
+    from optistate.models import Agent
+
+    return Agent.create(type="cost", name="Cost Optimizer", version="1.0.0", endpoint="http://cost:8000")

@@ -1,0 +1,138 @@
+"""Time-series points: validated when recorded, buffered, and written in bulk.
+
+A point is checked the moment it is recorded (a NaN, a non-number or an
+unknown metric type raises there, not at flush) and kept as a ready row.
+:meth:`MetricBuffer.flush` writes the rows with one ``COPY`` per flush on
+PostgreSQL, and multi-row INSERTs in one transaction on SQLite.
+"""
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+import peewee
+
+from .database import is_sqlite, write_transaction
+from .errors import ValidationError
+from .fields import as_utc, dumps, finite_float, utcnow
+from .models import MetricType
+
+__all__ = ["AGGREGATES", "MetricBuffer", "aggregate_expression"]
+
+AGGREGATES = {"avg": peewee.fn.AVG, "min": peewee.fn.MIN, "max": peewee.fn.MAX, "sum": peewee.fn.SUM, "count": peewee.fn.COUNT}
+_TYPES = frozenset(t.value for t in MetricType)
+_COLUMNS = ("id", "agent_id", "metric_name", "metric_value", "metric_unit", "metric_type", "metadata", "collection_timestamp")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SQLITE_BATCH = 32_000 // len(_COLUMNS)  # stay under SQLite's bound-variable limit
+
+
+def _point(
+    name: Any,
+    value: Any,
+    unit: Any = None,
+    metric_type: Any = "gauge",
+    metadata: Mapping[str, Any] | None = None,
+    timestamp: datetime | None = None,
+) -> tuple[str, float, str | None, str, str, datetime]:
+    """One validated point, as (name, value, unit, type, metadata JSON text, UTC time)."""
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise ValidationError("metric_name", name, "must be a non-empty string of at most 255 characters")
+    number = finite_float("metric_value", value)
+    if unit is not None and not isinstance(unit, str):
+        raise ValidationError("metric_unit", unit, "must be a string or None")
+    kind = metric_type.value if isinstance(metric_type, MetricType) else metric_type
+    if kind not in _TYPES:
+        raise ValidationError("metric_type", metric_type, f"must be one of {', '.join(sorted(_TYPES))}")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        raise ValidationError("metadata", metadata, "must be a JSON object (a mapping)")
+    try:
+        text = dumps(dict(metadata))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("metadata", metadata, f"is not JSON-serialisable ({exc})") from None
+    if timestamp is None:
+        when = utcnow()
+    elif isinstance(timestamp, datetime):
+        when = as_utc(timestamp)
+    else:
+        raise ValidationError("collection_timestamp", timestamp, "must be a datetime")
+    return name, number, unit, kind, text, when
+
+
+class MetricBuffer:
+    """Points recorded by one agent and not yet written."""
+
+    def __init__(self, database: peewee.Database, model: Any, agent_id: uuid.UUID, size: int = 5000):
+        self.database, self.model, self.agent_id, self.size = database, model, agent_id, size
+        self.pending: list[tuple[str, float, str | None, str, str, datetime]] = []
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        """Validate one point and buffer it; flush when the buffer is full."""
+        self.pending.append(_point(*args, **kwargs))
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def extend(self, points: Iterable[Mapping[str, Any]]) -> None:
+        """Validate every point first, then buffer them all; one bad point buffers none."""
+        rows = [_point(**point) for point in points]
+        self.pending.extend(rows)
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write the buffered points in one transaction; return how many were written."""
+        rows, self.pending = self.pending, []
+        if not rows:
+            return 0
+        try:
+            if is_sqlite(self.database):
+                self._insert(rows)
+            else:
+                self._copy(rows)
+        except BaseException:
+            self.pending[:0] = rows  # nothing was written: keep them for the next flush
+            raise
+        return len(rows)
+
+    def _ids(self, count: int) -> list[str]:
+        raw = os.urandom(16 * count)
+        return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * count, 16)]
+
+    def _copy(self, rows: list[tuple[str, float, str | None, str, str, datetime]]) -> None:
+        agent = str(self.agent_id)
+        out = io.StringIO()
+        write = out.write
+        for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows):
+            unit_text = "\\N" if unit is None else unit.translate(_COPY_ESCAPES)
+            write(
+                f"{ident}\t{agent}\t{name.translate(_COPY_ESCAPES)}\t{value!r}\t{unit_text}\t{kind}\t"
+                f"{meta.translate(_COPY_ESCAPES)}\t{when.isoformat()}\n"
+            )
+        out.seek(0)
+        with write_transaction(self.database):
+            cursor = self.database.cursor()
+            cursor.copy_expert(f"COPY {self.model._meta.table_name} ({', '.join(_COLUMNS)}) FROM STDIN", out)
+
+    def _insert(self, rows: list[tuple[str, float, str | None, str, str, datetime]]) -> None:
+        model = self.model
+        values = [  # metadata is JSON text already: fn.json() stores it without a second dumps()
+            (ident, self.agent_id, name, value, unit, kind, peewee.fn.json(meta), when)
+            for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows)
+        ]
+        fields = [model._meta.columns[c] for c in _COLUMNS]
+        with write_transaction(self.database):
+            for start in range(0, len(values), _SQLITE_BATCH):
+                query = model.insert_many(values[start : start + _SQLITE_BATCH], fields=fields)
+                self.database.execute(query)
+
+
+def aggregate_expression(func: str, field: peewee.Field) -> Any:
+    """``fn.AVG(field)`` and friends, for ``func`` in :data:`AGGREGATES`."""
+    try:
+        return AGGREGATES[func](field)
+    except KeyError:
+        raise ValidationError("aggregate", func, f"must be one of {', '.join(AGGREGATES)}") from None

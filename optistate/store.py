@@ -1,0 +1,189 @@
+"""The store: one database, its plugins, and the agents started on it.
+
+``optistate.connect()`` opens the database, applies pending migrations
+(race-safely, see :mod:`optistate.schema`) and binds the classes in
+:mod:`optistate.models` to it, so ``AgentConfig.select()`` queries this store.
+With two stores in one process those classes follow the one connected last;
+each store's own methods, and ``store.models``, always use that store's
+database.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import uuid
+import weakref
+from typing import Any
+
+import peewee
+
+from .agent import AgentHandle
+from .database import open_database, redact, resolve_url, write_transaction
+from .errors import IntegrityError, NotFoundError, ValidationError
+from .fields import utcnow
+from .models import MODELS, Agent, AgentStatus, bound_models
+from .registry import AgentType, Registry
+from .schema import migrate as apply_migrations
+
+__all__ = ["Store", "connect"]
+
+log = logging.getLogger("optistate")
+_running: weakref.WeakSet[AgentHandle] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for agent in list(_running):
+        try:
+            agent.flush()
+        except Exception as exc:  # the interpreter is going away: report, do not raise
+            log.error("could not flush metrics of %s at exit: %s", agent, exc)
+
+
+def connect(url: str | None = None, *, migrate: bool = True, plugins: Registry | None = None) -> Store:
+    """Open a store on ``url``, ``$OPTISTATE_DATABASE_URL``, or ``sqlite:///optistate.db``.
+
+    :param migrate: apply pending migrations first (safe when many processes start at once).
+    :param plugins: the plugin registry to use; by default a new one that loads
+        the ``optistate`` entry points when first needed.
+    """
+    url = resolve_url(url)
+    database = open_database(url)
+    if migrate:
+        apply_migrations(database)
+    database.bind(MODELS)
+    return Store(database, plugins or Registry(), url=redact(url))
+
+
+class Store:
+    """Agents' state in one database. Make one with :func:`connect`."""
+
+    def __init__(self, database: peewee.Database, plugins: Registry, *, url: str = ""):
+        self.database, self.plugins, self.url = database, plugins, url
+        self.models = bound_models(database)
+        self._agents: dict[Any, AgentHandle] = {}
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url}>"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush every running agent's metrics and close the connection."""
+        for agent in list(self._agents.values()):
+            agent.flush()
+        self.database.close()
+
+    def _forget(self, agent: AgentHandle) -> None:
+        self._agents.pop(agent.id, None)
+        _running.discard(agent)
+
+    def start_agent(
+        self, type: str, name: str | None = None, version: str = "0.1.0", endpoint: str | None = None
+    ) -> AgentHandle:
+        """Register (or update) the agent ``(type, name)`` and store its type's missing defaults.
+
+        Four statements in one transaction, whatever the number of defaults:
+        upsert the agent; insert the missing configs; insert the missing
+        capability versions; create the state row (idle) or stamp its
+        heartbeat. Defaults never overwrite a stored value, so a value someone
+        changed stays, and a default a newer plugin adds appears.
+
+        :raises UnknownAgentType: no loaded plugin registers ``type``.
+        """
+        kind = self.plugins.agent_type(type)
+        name = type if name is None else name
+        for field, value in (("name", name), ("version", version)):
+            if not isinstance(value, str) or not value or len(value) > (255 if field == "name" else 64):
+                raise ValidationError(field, value, "must be a non-empty string")
+        if endpoint is not None and not isinstance(endpoint, str):
+            raise ValidationError("endpoint", endpoint, "must be a string or None")
+        try:
+            with write_transaction(self.database):
+                row = self._register(kind, name, version, endpoint)
+        except peewee.IntegrityError as exc:
+            raise IntegrityError(*exc.args) from exc
+        agent = AgentHandle(self, row)
+        self._agents[agent.id] = agent
+        _running.add(agent)
+        for error in self.plugins.notify("agent_started", agent=agent):
+            log.warning("%s", error)
+        return agent
+
+    def _register(self, kind: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
+        m, now = self.models, utcnow()
+        active = AgentStatus.ACTIVE.value
+        agent_id = (
+            m.Agent.insert(
+                type=kind.name, name=name, version=version, status=active, endpoint=endpoint,
+                last_heartbeat=now, created_at=now, updated_at=now,
+            )
+            .on_conflict(
+                conflict_target=[m.Agent.type, m.Agent.name],
+                preserve=[m.Agent.version, m.Agent.endpoint, m.Agent.status, m.Agent.last_heartbeat, m.Agent.updated_at],
+            )
+            .returning(m.Agent.id)
+            .execute()
+        )
+        agent_id = next(iter(agent_id)).id
+        stamps = {"agent": agent_id, "created_at": now, "updated_at": now}
+        if kind.configs:
+            rows = [
+                dict(stamps, config_key=c.key, config_value=c.config_value, config_type=c.type,
+                     description=c.description, is_sensitive=c.sensitive)
+                for c in kind.configs
+            ]
+            m.AgentConfig.insert_many(rows).on_conflict(
+                action="nothing", conflict_target=[m.AgentConfig.agent, m.AgentConfig.config_key]
+            ).execute()
+        if kind.capabilities:
+            rows = [
+                dict(stamps, capability_name=c.name, capability_version=c.version, description=c.description,
+                     parameters=dict(c.parameters), is_enabled=c.enabled)
+                for c in kind.capabilities
+            ]
+            target = [m.AgentCapability.agent, m.AgentCapability.capability_name, m.AgentCapability.capability_version]
+            m.AgentCapability.insert_many(rows).on_conflict(action="nothing", conflict_target=target).execute()
+        m.AgentState.insert(
+            stamps, status=AgentStatus.IDLE.value, workflow_data={}, resource_locks=[], error_count=0,
+            last_heartbeat=now, resource_usage={}, metadata={},
+        ).on_conflict(conflict_target=[m.AgentState.agent], preserve=[m.AgentState.last_heartbeat]).execute()
+        return m.Agent(id=agent_id, type=kind.name, name=name, version=version, status=active, endpoint=endpoint,
+                       last_heartbeat=now, __no_default__=1)
+
+    def agent(self, name: str, type: str | None = None) -> AgentHandle:
+        """An existing agent, by name (and type, where names repeat across types) or by id.
+
+        :raises NotFoundError: no such agent, or the name is ambiguous without ``type``.
+        """
+        model = self.models.Agent
+        query = model.select().where(model.name == name)
+        if type is not None:
+            query = query.where(model.type == type)
+        rows = list(query)
+        if not rows:
+            try:
+                rows = list(model.select().where(model.id == uuid.UUID(name)))
+            except (ValueError, TypeError, AttributeError):
+                rows = []
+        if not rows:
+            raise NotFoundError("agent", name, "see `optistate agents`")
+        if len(rows) > 1:
+            types = ", ".join(sorted(r.type for r in rows))
+            raise NotFoundError("agent", name, f"the name is used by several types ({types}); give the type too")
+        running = self._agents.get(rows[0].id)
+        return running if running is not None else AgentHandle(self, rows[0])
+
+    def agents(self, type: str | None = None, status: str | None = None) -> list[Agent]:
+        """Registered agents, by type then name, optionally filtered by type and registration status."""
+        model = self.models.Agent
+        query = model.select().order_by(model.type, model.name)
+        if type is not None:
+            query = query.where(model.type == type)
+        if status is not None:
+            query = query.where(model.status == status)
+        return list(query)
