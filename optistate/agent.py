@@ -165,6 +165,8 @@ class AgentHandle:
         self.config = ConfigView(self)
         self._metrics = MetricBuffer(store.database, store.models.AgentMetric, row.id, self.buffer_size)
         self._heartbeat_sql = self._heartbeat_statements()
+        self._ident = store.models.Agent.id.db_value(row.id)
+        self._stamp = store.models.Agent.last_heartbeat.db_value
 
     def __repr__(self) -> str:
         return f"<AgentHandle {self.type}/{self.name} {self.id}>"
@@ -194,9 +196,7 @@ class AgentHandle:
 
     def heartbeat(self) -> None:
         """Stamp ``last_heartbeat`` on the agent and its state: one statement on PostgreSQL."""
-        now = self.store.models.Agent.last_heartbeat.db_value(utcnow())
-        ident = self.store.models.Agent.id.db_value(self.id)
-        database = self.store.database
+        now, ident, database = self._stamp(utcnow()), self._ident, self.store.database
         if len(self._heartbeat_sql) == 1:
             database.execute_sql(self._heartbeat_sql[0], (now, ident, now, ident))
             return

@@ -13,12 +13,13 @@ import atexit
 import logging
 import uuid
 import weakref
+from datetime import datetime
 from typing import Any
 
 import peewee
 
 from .agent import AgentHandle
-from .database import open_database, redact, resolve_url, write_transaction
+from .database import is_sqlite, open_database, redact, resolve_url, write_transaction
 from .errors import IntegrityError, NotFoundError, ValidationError
 from .fields import utcnow
 from .models import MODELS, Agent, AgentStatus, bound_models
@@ -87,10 +88,10 @@ class Store:
     ) -> AgentHandle:
         """Register (or update) the agent ``(type, name)`` and store its type's missing defaults.
 
-        Four statements in one transaction, whatever the number of defaults:
-        upsert the agent; insert the missing configs; insert the missing
-        capability versions; create the state row (idle) or stamp its
-        heartbeat. Defaults never overwrite a stored value, so a value someone
+        Whatever the number of defaults, this is one statement on PostgreSQL
+        (data-modifying CTEs) and four in one transaction on SQLite: upsert
+        the agent; insert the missing configs; insert the missing capability
+        versions; create the state row (idle) or stamp its heartbeat. Defaults never overwrite a stored value, so a value someone
         changed stays, and a default a newer plugin adds appears.
 
         :raises UnknownAgentType: no loaded plugin registers ``type``.
@@ -103,8 +104,7 @@ class Store:
         if endpoint is not None and not isinstance(endpoint, str):
             raise ValidationError("endpoint", endpoint, "must be a string or None")
         try:
-            with write_transaction(self.database):
-                row = self._register(kind, name, version, endpoint)
+            row = self._register(kind, name, version, endpoint)
         except peewee.IntegrityError as exc:
             raise IntegrityError(*exc.args) from exc
         agent = AgentHandle(self, row)
@@ -117,7 +117,7 @@ class Store:
     def _register(self, kind: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
         m, now = self.models, utcnow()
         active = AgentStatus.ACTIVE.value
-        agent_id = (
+        upsert = (
             m.Agent.insert(
                 type=kind.name, name=name, version=version, status=active, endpoint=endpoint,
                 last_heartbeat=now, created_at=now, updated_at=now,
@@ -127,19 +127,34 @@ class Store:
                 preserve=[m.Agent.version, m.Agent.endpoint, m.Agent.status, m.Agent.last_heartbeat, m.Agent.updated_at],
             )
             .returning(m.Agent.id)
-            .execute()
         )
-        agent_id = next(iter(agent_id)).id
-        stamps = {"agent": agent_id, "created_at": now, "updated_at": now}
+        if is_sqlite(self.database):
+            with write_transaction(self.database):
+                agent_id = next(iter(upsert.execute())).id
+                for query in self._defaults(kind, agent_id, now):
+                    query.execute()
+        else:
+            # One round trip: the upsert and the default inserts as data-modifying CTEs.
+            registered = upsert.cte("registered")
+            ref = peewee.Select([registered], [registered.c.id])
+            writes = [query.cte(f"defaults_{i}") for i, query in enumerate(self._defaults(kind, ref, now))]
+            agent_id = uuid.UUID(str(registered.select_from(registered.c.id).with_cte(registered, *writes).scalar()))
+        return m.Agent(id=agent_id, type=kind.name, name=name, version=version, status=active, endpoint=endpoint,
+                       last_heartbeat=now, __no_default__=1)
+
+    def _defaults(self, kind: AgentType, agent: Any, now: datetime) -> list[Any]:
+        """The inserts of ``kind``'s missing defaults and of the state row, for ``agent`` (an id or a subquery)."""
+        m = self.models
+        stamps = {"agent": agent, "created_at": now, "updated_at": now}
+        queries = []
         if kind.configs:
             rows = [
                 dict(stamps, config_key=c.key, config_value=c.config_value, config_type=c.type,
                      description=c.description, is_sensitive=c.sensitive)
                 for c in kind.configs
             ]
-            m.AgentConfig.insert_many(rows).on_conflict(
-                action="nothing", conflict_target=[m.AgentConfig.agent, m.AgentConfig.config_key]
-            ).execute()
+            target = [m.AgentConfig.agent, m.AgentConfig.config_key]
+            queries.append(m.AgentConfig.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
         if kind.capabilities:
             rows = [
                 dict(stamps, capability_name=c.name, capability_version=c.version, description=c.description,
@@ -147,13 +162,13 @@ class Store:
                 for c in kind.capabilities
             ]
             target = [m.AgentCapability.agent, m.AgentCapability.capability_name, m.AgentCapability.capability_version]
-            m.AgentCapability.insert_many(rows).on_conflict(action="nothing", conflict_target=target).execute()
-        m.AgentState.insert(
+            queries.append(m.AgentCapability.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
+        state = m.AgentState.insert(
             stamps, status=AgentStatus.IDLE.value, workflow_data={}, resource_locks=[], error_count=0,
             last_heartbeat=now, resource_usage={}, metadata={},
-        ).on_conflict(conflict_target=[m.AgentState.agent], preserve=[m.AgentState.last_heartbeat]).execute()
-        return m.Agent(id=agent_id, type=kind.name, name=name, version=version, status=active, endpoint=endpoint,
-                       last_heartbeat=now, __no_default__=1)
+        )
+        queries.append(state.on_conflict(conflict_target=[m.AgentState.agent], preserve=[m.AgentState.last_heartbeat]))
+        return queries
 
     def agent(self, name: str, type: str | None = None) -> AgentHandle:
         """An existing agent, by name (and type, where names repeat across types) or by id.
