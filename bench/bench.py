@@ -7,6 +7,7 @@ machine's PostgreSQL binaries. Every figure is a ratio against psycopg2
 running the same SQL on the same server in the same run, because absolute
 times on shared machines are noise; round trips are counted per operation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ import logging
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Callable
+from typing import Any
 
 import psycopg2
 from playhouse.test_utils import count_queries
@@ -45,8 +47,10 @@ def compare(ours: Callable[[], Any], theirs: Callable[[], Any], repeat: int) -> 
 
 
 def report(label: str, ours: float, raw: float, unit: str = "µs", scale: float = 1e6, note: str = "") -> None:
-    print(f"{label:<34} optistate {ours * scale:>10.1f} {unit}   psycopg2 {raw * scale:>10.1f} {unit}   "
-          f"ratio {ours / raw:>5.2f}x {note}")
+    print(
+        f"{label:<34} optistate {ours * scale:>10.1f} {unit}   psycopg2 {raw * scale:>10.1f} {unit}   "
+        f"ratio {ours / raw:>5.2f}x {note}"
+    )
 
 
 def captured(fn: Callable[[], Any]) -> tuple[Any, list[tuple[str, Any]]]:
@@ -60,7 +64,7 @@ def captured(fn: Callable[[], Any]) -> tuple[Any, list[tuple[str, Any]]]:
 
 def bench_start(store: optistate.Store, raw: Any, repeat: int) -> None:
     _, statements = captured(lambda: store.start_agent("cost", name="warm-up"))
-    print(f"start_agent('cost'): {len(statements)} statements in one transaction (BEGIN/COMMIT not counted)")
+    print(f"start_agent('cost'): {len(statements)} statement(s) sent, transaction control not counted")
     for sql, _ in statements:
         print(f"    {sql[:110]}{'…' if len(sql) > 110 else ''}")
     names = iter(range(10**9))
@@ -103,8 +107,11 @@ def bench_heartbeat(store: optistate.Store, raw: Any, repeat: int) -> None:
     sql, params = statements[0]
     raw.autocommit = True
     cursor = raw.cursor()
-    report("heartbeat()", *compare(agent.heartbeat, lambda: cursor.execute(sql, params), repeat * 4),
-           note=f"({len(statements)} statement; target ≤ 1.30x)")
+    report(
+        "heartbeat()",
+        *compare(agent.heartbeat, lambda: cursor.execute(sql, params), repeat * 4),
+        note=f"({len(statements)} statement; target ≤ 1.30x)",
+    )
     raw.autocommit = False
 
 
@@ -118,8 +125,12 @@ def bench_config(store: optistate.Store, raw: Any, repeat: int) -> None:
         cursor.execute(sql, (str(agent.id), "cost_threshold_usd"))
         int(cursor.fetchone()[0])
 
-    report("config read (cached)", timed(lambda: agent.config["cost_threshold_usd"], repeat * 20),
-           timed(theirs, repeat), note="(served from memory; refresh() re-reads)")
+    report(
+        "config read (cached)",
+        timed(lambda: agent.config["cost_threshold_usd"], repeat * 20),
+        timed(theirs, repeat),
+        note="(served from memory; refresh() re-reads)",
+    )
     report("config refresh() (one SELECT)", *compare(agent.config.refresh, theirs, repeat))
     raw.rollback()
 
@@ -135,8 +146,10 @@ def bench_ingest(store: optistate.Store, raw: Any, points: int) -> None:
     ours = time.perf_counter() - start
 
     agent_id, now = str(agent.id), optistate.fields.utcnow()
-    rows = [(str(uuid.uuid4()), agent_id, "gpu_utilization", i * 0.01, "percent", "gauge",
-             json.dumps(metadata[i % 8]), now) for i in range(points)]
+    rows = [
+        (str(uuid.uuid4()), agent_id, "gpu_utilization", i * 0.01, "percent", "gauge", json.dumps(metadata[i % 8]), now)
+        for i in range(points)
+    ]
     start = time.perf_counter()
     out = io.StringIO()
     for row in rows:
@@ -145,8 +158,10 @@ def bench_ingest(store: optistate.Store, raw: Any, points: int) -> None:
     with raw:
         raw.cursor().copy_expert(f"COPY agent_metrics ({', '.join(_COLUMNS)}) FROM STDIN", out)
     theirs = time.perf_counter() - start
-    print(f"{'ingest ' + format(points, ',') + ' points':<34} optistate {points / ours:>10,.0f} rows/s "
-          f"COPY {points / theirs:>10,.0f} rows/s   share {theirs / ours:>5.2f} of COPY (target ≥ 0.50)")
+    print(
+        f"{'ingest ' + format(points, ',') + ' points':<34} optistate {points / ours:>10,.0f} rows/s "
+        f"COPY {points / theirs:>10,.0f} rows/s   share {theirs / ours:>5.2f} of COPY (target ≥ 0.50)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             store = stack.enter_context(optistate.connect(url))
             raw = psycopg2.connect(url)
-            print(f"optistate {optistate.__version__} on {store.database.server_version} (PostgreSQL), "
-                  f"psycopg2 {psycopg2.__version__.split()[0]}")
+            print(
+                f"optistate {optistate.__version__} on {store.database.server_version} (PostgreSQL), "
+                f"psycopg2 {psycopg2.__version__.split()[0]}"
+            )
             bench_start(store, raw, args.repeat)
             bench_heartbeat(store, raw, args.repeat)
             bench_config(store, raw, args.repeat)

@@ -9,6 +9,7 @@
 
 Plugin authors need only :data:`hookimpl`, :class:`Config` and :class:`Capability`.
 """
+
 from importlib.metadata import PackageNotFoundError, version
 
 from . import errors

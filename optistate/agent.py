@@ -5,12 +5,14 @@ round trip on PostgreSQL, a config change one upsert, a workflow step one
 UPDATE. Reads of config are served from memory after the first; call
 ``agent.config.refresh()`` to see a value that another process changed.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import peewee
 
@@ -69,7 +71,9 @@ class ConfigView:
         try:
             return self._cache()[key].value
         except KeyError:
-            raise NotFoundError("config key", key, f"agent {self._agent.name!r} has {', '.join(self) or 'none'}") from None
+            raise NotFoundError(
+                "config key", key, f"agent {self._agent.name!r} has {', '.join(self) or 'none'}"
+            ) from None
 
     def get(self, key: str, default: Any = None) -> Any:
         row = self._cache().get(key)
@@ -108,7 +112,9 @@ class ConfigView:
             if current is not None:
                 if kind is not None and kind != current.config_type:
                     raise ValidationError(
-                        "config_type", kind, f"{key!r} is stored as {current.config_type}; an existing key keeps its type"
+                        "config_type",
+                        kind,
+                        f"{key!r} is stored as {current.config_type}; an existing key keeps its type",
                     )
                 kind = current.config_type
                 sensitive = current.is_sensitive if is_sensitive is None else bool(is_sensitive)
@@ -126,8 +132,14 @@ class ConfigView:
                 update[model.description] = description
             (
                 model.insert(
-                    agent=agent.id, config_key=key, config_value=text, config_type=kind,
-                    description=description, is_sensitive=sensitive, created_at=now, updated_at=now,
+                    agent=agent.id,
+                    config_key=key,
+                    config_value=text,
+                    config_type=kind,
+                    description=description,
+                    is_sensitive=sensitive,
+                    created_at=now,
+                    updated_at=now,
                 )
                 .on_conflict(conflict_target=[model.agent, model.config_key], update=update)
                 .execute()
@@ -247,7 +259,9 @@ class AgentHandle:
         )
 
     @contextlib.contextmanager
-    def workflow(self, name: str, data: Mapping[str, Any] | None = None, locks: Sequence[str] = ()) -> Iterator[Workflow]:
+    def workflow(
+        self, name: str, data: Mapping[str, Any] | None = None, locks: Sequence[str] = ()
+    ) -> Iterator[Workflow]:
         """Run a workflow: idle again on a normal exit; on an exception, record it and re-raise."""
         flow = self.begin_workflow(name, data, locks)
         try:
@@ -280,7 +294,9 @@ class AgentHandle:
             query = query.where(model.capability_version == version)
         changed = query.execute()
         if not changed:
-            raise NotFoundError("capability", f"{name} {version}" if version else name, f"agent {self.name!r} has no such capability")
+            raise NotFoundError(
+                "capability", f"{name} {version}" if version else name, f"agent {self.name!r} has no such capability"
+            )
         return int(changed)
 
     def enable_capability(self, name: str, version: str | None = None) -> int:
@@ -313,7 +329,9 @@ class AgentHandle:
         """Write the buffered points; return how many."""
         return self._metrics.flush()
 
-    def _metric_query(self, name: str | None, since: datetime | None, until: datetime | None, where: Mapping[str, Any] | None) -> Any:
+    def _metric_query(
+        self, name: str | None, since: datetime | None, until: datetime | None, where: Mapping[str, Any] | None
+    ) -> Any:
         model = self.store.models.AgentMetric
         query = model.select().where(model.agent == self.id)
         if name is not None:
@@ -364,9 +382,12 @@ class AgentHandle:
             .where(model.agent == self.id)
             .group_by(model.metric_name)
         )
-        rows = model.select().join(
-            newest, on=(model.metric_name == newest.c.metric_name) & (model.collection_timestamp == newest.c.at)
-        ).where(model.agent == self.id).order_by(model.metric_name)
+        rows = (
+            model.select()
+            .join(newest, on=(model.metric_name == newest.c.metric_name) & (model.collection_timestamp == newest.c.at))
+            .where(model.agent == self.id)
+            .order_by(model.metric_name)
+        )
         latest: dict[str, AgentMetric] = {}
         for row in rows:
             latest.setdefault(row.metric_name, row)

@@ -11,6 +11,7 @@ database), WAL (readers do not block the writer) and a busy timeout, and
 begins its transactions ``IMMEDIATE``, so several agent processes can share
 one file without "database is locked" failures on lock upgrade.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,7 +78,7 @@ def open_database(url: str | None = None) -> peewee.Database:
     try:
         database = db_url.connect(url, unquote_password=True, unquote_user=True, **options)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise ConfigurationError("database", redact(url), str(exc)) from None
+        raise ConfigurationError("database", redact(url), redact(str(exc))) from None
     if not database.database:
         raise ConfigurationError("database", redact(url), "names no database")
     try:

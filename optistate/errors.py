@@ -4,9 +4,11 @@ Each class carries what went wrong as attributes and formats its own message,
 naming the field and the value at fault. A value flagged sensitive is never
 formatted into a message: it shows as ``'***'``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import peewee
 
@@ -70,7 +72,7 @@ class ConfigurationError(OptistateError, ValueError):
         super().__init__(f"{setting}={value!r}: {reason}")
 
 
-class ConnectionError(OptistateError):  # noqa: A001 - the name users look for
+class ConnectionError(OptistateError):
     """The database could not be reached."""
 
     def __init__(self, url: str, cause: BaseException):

@@ -10,6 +10,7 @@ which is PostgreSQL-only. One model definition then serves both backends, and
 to each backend's own operators. The GIN indexes that serve those queries are
 created by the migrations, on PostgreSQL only.
 """
+
 from __future__ import annotations
 
 import enum
@@ -157,11 +158,12 @@ class JSONField(peewee.JSONField):
     _driver_types: tuple[type, ...] = ()
 
     def _db_hook(self, database: Any) -> None:
-        super()._db_hook(database)
+        super()._db_hook(database)  # type: ignore[misc]
         adapter = getattr(database, "_adapter", None)
         self._driver_types = (adapter.json_type, adapter.jsonb_type) if adapter is not None else ()
-        if self._helper is not None:
-            self._wrap = self._helper.make_value_wrapper(_identity)
+        helper = self._helper  # type: ignore[attr-defined]
+        if helper is not None:
+            self._wrap = helper.make_value_wrapper(_identity)
 
     def db_value(self, value: Any) -> Any:
         if value is None or isinstance(value, (peewee.Node, *self._driver_types)):

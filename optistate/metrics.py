@@ -5,13 +5,15 @@ unknown metric type raises there, not at flush) and kept as a ready row.
 :meth:`MetricBuffer.flush` writes the rows with one ``COPY`` per flush on
 PostgreSQL, and multi-row INSERTs in one transaction on SQLite.
 """
+
 from __future__ import annotations
 
 import io
 import os
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import peewee
 
@@ -22,9 +24,24 @@ from .models import MetricType
 
 __all__ = ["AGGREGATES", "MetricBuffer", "aggregate_expression"]
 
-AGGREGATES = {"avg": peewee.fn.AVG, "min": peewee.fn.MIN, "max": peewee.fn.MAX, "sum": peewee.fn.SUM, "count": peewee.fn.COUNT}
+AGGREGATES = {
+    "avg": peewee.fn.AVG,
+    "min": peewee.fn.MIN,
+    "max": peewee.fn.MAX,
+    "sum": peewee.fn.SUM,
+    "count": peewee.fn.COUNT,
+}
 _TYPES = frozenset(t.value for t in MetricType)
-_COLUMNS = ("id", "agent_id", "metric_name", "metric_value", "metric_unit", "metric_type", "metadata", "collection_timestamp")
+_COLUMNS = (
+    "id",
+    "agent_id",
+    "metric_name",
+    "metric_value",
+    "metric_unit",
+    "metric_type",
+    "metadata",
+    "collection_timestamp",
+)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SQLITE_BATCH = 32_000 // len(_COLUMNS)  # stay under SQLite's bound-variable limit
 
@@ -106,7 +123,7 @@ class MetricBuffer:
         agent = str(self.agent_id)
         out = io.StringIO()
         write = out.write
-        for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows):
+        for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows, strict=True):
             unit_text = "\\N" if unit is None else unit.translate(_COPY_ESCAPES)
             write(
                 f"{ident}\t{agent}\t{name.translate(_COPY_ESCAPES)}\t{value!r}\t{unit_text}\t{kind}\t"
@@ -121,7 +138,7 @@ class MetricBuffer:
         model = self.model
         values = [  # metadata is JSON text already: fn.json() stores it without a second dumps()
             (ident, self.agent_id, name, value, unit, kind, peewee.fn.json(meta), when)
-            for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows)
+            for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows, strict=True)
         ]
         fields = [model._meta.columns[c] for c in _COLUMNS]
         with write_transaction(self.database):

@@ -15,6 +15,7 @@ The schema itself is created by the migrations in ``migrations/``, never by
 ``create_tables()``: the database owns the cascades, unique constraints,
 ``updated_at`` triggers and (on PostgreSQL) the GIN indexes.
 """
+
 from __future__ import annotations
 
 import enum
@@ -198,9 +199,9 @@ class Agent(Timestamped):
         indexes = ((("type", "name"), True),)
 
     @property
-    def state(self) -> "AgentState | None":
+    def state(self) -> AgentState | None:
         """The agent's one state row, or None before it has one."""
-        return self._states.first()
+        return self._states.first()  # type: ignore[attr-defined]
 
     def __str__(self) -> str:
         return f"{self.type}/{self.name}"

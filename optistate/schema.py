@@ -10,8 +10,10 @@ run holds a lock for its whole plan: ``pg_advisory_xact_lock`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite. The second process waits, then finds the
 migrations applied and has nothing to do.
 """
+
 from __future__ import annotations
 
+import importlib
 import os
 from typing import NamedTuple
 
@@ -19,14 +21,13 @@ import peewee
 from playhouse.migrations import MigrationError as RunnerError
 from playhouse.migrations import Runner
 
-from . import migrations as _scripts
 from .database import is_sqlite, write_transaction
 from .errors import MigrationError
 
 __all__ = ["HISTORY_TABLE", "MigrationStatus", "migrate", "rollback", "status"]
 
 HISTORY_TABLE = "optistate_migrations"
-DIRECTORY = os.path.dirname(os.path.abspath(_scripts.__file__))
+DIRECTORY = os.path.dirname(os.path.abspath(importlib.import_module("optistate.migrations").__file__ or ""))
 _LOCK_KEY = 7_151_747_131  # any fixed bigint; every optistate process takes the same one
 
 

@@ -7,6 +7,7 @@ With two stores in one process those classes follow the one connected last;
 each store's own methods, and ``store.models``, always use that store's
 database.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -91,8 +92,9 @@ class Store:
         Whatever the number of defaults, this is one statement on PostgreSQL
         (data-modifying CTEs) and four in one transaction on SQLite: upsert
         the agent; insert the missing configs; insert the missing capability
-        versions; create the state row (idle) or stamp its heartbeat. Defaults never overwrite a stored value, so a value someone
-        changed stays, and a default a newer plugin adds appears.
+        versions; create the state row (idle) or stamp its heartbeat.
+        Defaults never overwrite a stored value, so a value someone changed
+        stays, and a default a newer plugin adds appears.
 
         :raises UnknownAgentType: no loaded plugin registers ``type``.
         """
@@ -119,12 +121,24 @@ class Store:
         active = AgentStatus.ACTIVE.value
         upsert = (
             m.Agent.insert(
-                type=kind.name, name=name, version=version, status=active, endpoint=endpoint,
-                last_heartbeat=now, created_at=now, updated_at=now,
+                type=kind.name,
+                name=name,
+                version=version,
+                status=active,
+                endpoint=endpoint,
+                last_heartbeat=now,
+                created_at=now,
+                updated_at=now,
             )
             .on_conflict(
                 conflict_target=[m.Agent.type, m.Agent.name],
-                preserve=[m.Agent.version, m.Agent.endpoint, m.Agent.status, m.Agent.last_heartbeat, m.Agent.updated_at],
+                preserve=[
+                    m.Agent.version,
+                    m.Agent.endpoint,
+                    m.Agent.status,
+                    m.Agent.last_heartbeat,
+                    m.Agent.updated_at,
+                ],
             )
             .returning(m.Agent.id)
         )
@@ -139,8 +153,16 @@ class Store:
             ref = peewee.Select([registered], [registered.c.id])
             writes = [query.cte(f"defaults_{i}") for i, query in enumerate(self._defaults(kind, ref, now))]
             agent_id = uuid.UUID(str(registered.select_from(registered.c.id).with_cte(registered, *writes).scalar()))
-        return m.Agent(id=agent_id, type=kind.name, name=name, version=version, status=active, endpoint=endpoint,
-                       last_heartbeat=now, __no_default__=1)
+        return m.Agent(
+            id=agent_id,
+            type=kind.name,
+            name=name,
+            version=version,
+            status=active,
+            endpoint=endpoint,
+            last_heartbeat=now,
+            __no_default__=1,
+        )
 
     def _defaults(self, kind: AgentType, agent: Any, now: datetime) -> list[Any]:
         """The inserts of ``kind``'s missing defaults and of the state row, for ``agent`` (an id or a subquery)."""
@@ -149,23 +171,41 @@ class Store:
         queries = []
         if kind.configs:
             rows = [
-                dict(stamps, config_key=c.key, config_value=c.config_value, config_type=c.type,
-                     description=c.description, is_sensitive=c.sensitive)
+                dict(
+                    stamps,
+                    config_key=c.key,
+                    config_value=c.config_value,
+                    config_type=c.type,
+                    description=c.description,
+                    is_sensitive=c.sensitive,
+                )
                 for c in kind.configs
             ]
             target = [m.AgentConfig.agent, m.AgentConfig.config_key]
             queries.append(m.AgentConfig.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
         if kind.capabilities:
             rows = [
-                dict(stamps, capability_name=c.name, capability_version=c.version, description=c.description,
-                     parameters=dict(c.parameters), is_enabled=c.enabled)
+                dict(
+                    stamps,
+                    capability_name=c.name,
+                    capability_version=c.version,
+                    description=c.description,
+                    parameters=dict(c.parameters),
+                    is_enabled=c.enabled,
+                )
                 for c in kind.capabilities
             ]
             target = [m.AgentCapability.agent, m.AgentCapability.capability_name, m.AgentCapability.capability_version]
             queries.append(m.AgentCapability.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
         state = m.AgentState.insert(
-            stamps, status=AgentStatus.IDLE.value, workflow_data={}, resource_locks=[], error_count=0,
-            last_heartbeat=now, resource_usage={}, metadata={},
+            stamps,
+            status=AgentStatus.IDLE.value,
+            workflow_data={},
+            resource_locks=[],
+            error_count=0,
+            last_heartbeat=now,
+            resource_usage={},
+            metadata={},
         )
         queries.append(state.on_conflict(conflict_target=[m.AgentState.agent], preserve=[m.AgentState.last_heartbeat]))
         return queries

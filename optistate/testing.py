@@ -5,6 +5,7 @@ runs ``initdb`` and ``pg_ctl`` in a temporary directory on a free loopback
 port and stops the server afterwards. PostgreSQL refuses to run as root, so
 as root the binaries run as the ``postgres`` user through ``runuser``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["PostgresUnavailable", "postgres_dsn", "find_pg_bin"]
 
@@ -59,7 +60,9 @@ def postgres_dsn() -> Iterator[str]:
     def run(*args: str) -> None:
         done = subprocess.run(prefix + list(args), capture_output=True, text=True)
         if done.returncode:
-            raise PostgresUnavailable(f"{os.path.basename(args[0])} failed: {done.stderr.strip() or done.stdout.strip()}")
+            raise PostgresUnavailable(
+                f"{os.path.basename(args[0])} failed: {done.stderr.strip() or done.stdout.strip()}"
+            )
 
     try:
         run(f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
@@ -68,6 +71,8 @@ def postgres_dsn() -> Iterator[str]:
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
-            subprocess.run(prefix + [f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"], capture_output=True)
+            subprocess.run(
+                [*prefix, f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"], capture_output=True
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -4,11 +4,12 @@ Comparators are separated by commas or spaces and must all hold. Partial
 versions fill in zeros (``2.0`` is ``2.0.0``). Precedence, pre-releases
 included, is the ``semver`` package's.
 """
+
 from __future__ import annotations
 
 import operator
 import re
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from semver import Version
 
@@ -18,8 +19,14 @@ __all__ = ["highest", "matches"]
 
 _COMPARATOR = re.compile(r"^(>=|<=|==|!=|>|<|=|\^|~)?\s*(\d+(?:\.\d+){0,2}(?:[-+][0-9A-Za-z.+-]*)?)$")
 _OPS: dict[str, Callable[[Version, Version], bool]] = {
-    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
-    "==": operator.eq, "=": operator.eq, "": operator.eq, "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "=": operator.eq,
+    "": operator.eq,
+    "!=": operator.ne,
 }
 
 

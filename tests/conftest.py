@@ -10,11 +10,12 @@ it), which turns that skip into a failure.
 ``OPTISTATE_TEST_BACKENDS=sqlite`` or ``=postgres`` limits the run to one
 backend, as tox's ``-sqlite`` and ``-postgres`` factors do.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import peewee
 import psycopg2

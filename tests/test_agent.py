@@ -1,4 +1,5 @@
 """The embedding API on both backends: start, config, state, workflows, capabilities, metrics."""
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,12 @@ class TestStart:
     def test_start_registers_agent_defaults_and_idle_state(self, store, probe):
         row = probe.row
         assert (row.type, row.name, row.version, row.endpoint, row.status) == (
-            "probe", "Probe 1", "1.0.0", "http://probe:8000", "active")
+            "probe",
+            "Probe 1",
+            "1.0.0",
+            "http://probe:8000",
+            "active",
+        )
         assert probe.config["batch_size"] == 32
         assert probe.config["target_percent"] == 75
         state = probe.state()
@@ -131,17 +137,26 @@ class TestConfig:
         row = store.models.AgentConfig.get(store.models.AgentConfig.config_key == "max_cost")
         assert row.config_value == "5000" and row.description == "Maximum cost"
 
-    @pytest.mark.parametrize("kind,value,expected", [
-        ("string", "x", "x"), ("integer", 7, 7), ("float", 0.5, 0.5), ("number", 2.5, 2.5),
-        ("number", 3, 3), ("boolean", True, True), ("boolean", "false", False), ("json", {"a": [1]}, {"a": [1]}),
-    ])
+    @pytest.mark.parametrize(
+        "kind,value,expected",
+        [
+            ("string", "x", "x"),
+            ("integer", 7, 7),
+            ("float", 0.5, 0.5),
+            ("number", 2.5, 2.5),
+            ("number", 3, 3),
+            ("boolean", True, True),
+            ("boolean", "false", False),
+            ("json", {"a": [1]}, {"a": [1]}),
+        ],
+    )
     def test_every_type_round_trips(self, probe, kind, value, expected):
         probe.config.set(f"k_{kind}", value, config_type=kind)
         probe.config.refresh()
         assert probe.config[f"k_{kind}"] == expected
 
     def test_existing_key_keeps_its_type(self, probe):
-        with pytest.raises(ValidationError, match="batch_size.*integer"):
+        with pytest.raises(ValidationError, match=r"batch_size.*integer"):
             probe.config.set("batch_size", "x", config_type="string")
         with pytest.raises(ValidationError, match=r"batch_size='abc': does not parse as integer"):
             probe.config.set("batch_size", "abc")
@@ -149,7 +164,7 @@ class TestConfig:
         assert probe.config["batch_size"] == 32
 
     def test_new_key_needs_a_type_and_a_known_one(self, probe):
-        with pytest.raises(ValidationError, match="config_type.*required"):
+        with pytest.raises(ValidationError, match=r"config_type.*required"):
             probe.config.set("fresh", 1)
         with pytest.raises(ValidationError, match="config_type='decimal'"):
             probe.config.set("fresh", 1, config_type="decimal")
@@ -205,7 +220,11 @@ class TestState:
         with probe.workflow("cost_analysis", data={"customer_id": "c1"}, locks=["gpu_cluster_1"]) as wf:
             state = probe.state()
             assert (state.status, state.current_workflow, state.workflow_data, state.resource_locks) == (
-                "active", "cost_analysis", {"customer_id": "c1"}, ["gpu_cluster_1"])
+                "active",
+                "cost_analysis",
+                {"customer_id": "c1"},
+                ["gpu_cluster_1"],
+            )
             wf.update(progress=50)
             assert probe.state().workflow_data == {"customer_id": "c1", "progress": 50}
         state = probe.state()
@@ -260,8 +279,12 @@ class TestCapabilities:
 
 class TestMetrics:
     def test_record_validates_at_call_time(self, probe):
-        for bad, field in ((math.nan, "metric_value"), (math.inf, "metric_value"), ("abc", "metric_value"),
-                           (True, "metric_value")):
+        for bad, field in (
+            (math.nan, "metric_value"),
+            (math.inf, "metric_value"),
+            ("abc", "metric_value"),
+            (True, "metric_value"),
+        ):
             with pytest.raises(ValidationError, match=field):
                 probe.record_metric("m", bad)
         with pytest.raises(ValidationError, match="metric_type='rate'"):
@@ -280,8 +303,9 @@ class TestMetrics:
     def test_time_series_query_and_aggregates(self, probe):
         base = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
         for hour, value in enumerate([100.0, 200.0, 150.0, 175.0, 225.0]):
-            probe.record_metric("request_count", value, unit="count", timestamp=base + timedelta(hours=hour),
-                                metadata={"hour": hour})
+            probe.record_metric(
+                "request_count", value, unit="count", timestamp=base + timedelta(hours=hour), metadata={"hour": hour}
+            )
         probe.record_metric("other", 1.0, timestamp=base)
         assert probe.flush() == 6
         rows = probe.metrics("request_count", since=base + timedelta(hours=1), until=base + timedelta(hours=3))
@@ -296,7 +320,9 @@ class TestMetrics:
         with pytest.raises(ValidationError, match="aggregate='median'"):
             probe.aggregate("request_count", "median")
         assert [(m.metric_name, m.metric_value) for m in probe.latest_metrics()] == [
-            ("other", 1.0), ("request_count", 225.0)]
+            ("other", 1.0),
+            ("request_count", 225.0),
+        ]
 
     def test_metadata_containment_search(self, probe, store):
         probe.record_metric("latency", 100.0, "ms", metadata={"region": "us-west", "env": "prod"})
@@ -312,7 +338,11 @@ class TestMetrics:
         probe.record_metric("tab\tname", 1.0, unit="back\\slash", metadata={"note": "line\nbreak\t\\"})
         probe.flush()
         row = probe.metrics()[0]
-        assert (row.metric_name, row.metric_unit, row.metadata) == ("tab\tname", "back\\slash", {"note": "line\nbreak\t\\"})
+        assert (row.metric_name, row.metric_unit, row.metadata) == (
+            "tab\tname",
+            "back\\slash",
+            {"note": "line\nbreak\t\\"},
+        )
 
     def test_buffer_flushes_when_full(self, probe):
         probe._metrics.size = 3

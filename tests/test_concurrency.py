@@ -1,4 +1,5 @@
 """Many agent processes sharing one database: real processes, on both backends."""
+
 from __future__ import annotations
 
 import multiprocessing
