@@ -62,6 +62,17 @@ def captured(fn: Callable[[], Any]) -> tuple[Any, list[tuple[str, Any]]]:
     return result, [record.msg for record in counter.get_queries()]
 
 
+def replay(raw: Any, statements: list[tuple[str, Any]]) -> None:
+    """Send ``statements`` on an autocommit connection, in a transaction when there are several."""
+    cursor = raw.cursor()
+    if len(statements) > 1:
+        cursor.execute("BEGIN")
+    for sql, params in statements:
+        cursor.execute(sql, params)
+    if len(statements) > 1:
+        cursor.execute("COMMIT")
+
+
 def bench_start(store: optistate.Store, raw: Any, repeat: int) -> None:
     _, statements = captured(lambda: store.start_agent("cost", name="warm-up"))
     print(f"start_agent('cost'): {len(statements)} statement(s) sent, transaction control not counted")
@@ -72,32 +83,19 @@ def bench_start(store: optistate.Store, raw: Any, repeat: int) -> None:
     def ours() -> None:
         store.start_agent("cost", name=f"agent-{next(names)}")
 
-    plans = []
-    for _ in range(repeat):  # the same SQL, each for a new agent, captured from optistate itself
-        plans.append(captured(ours)[1])
-    queue = iter(plans)
-
-    def theirs() -> None:
-        with raw:
-            cursor = raw.cursor()
-            for sql, params in next(queue):
-                cursor.execute(sql, params)
-
-    ours_time = timed(ours, repeat)
+    # The raw side replays the SQL optistate sent, each plan for an agent that does not exist yet.
+    plans = iter([captured(ours)[1] for _ in range(repeat)])
     raw.cursor().execute("DELETE FROM agents WHERE name LIKE 'agent-%%'")
     raw.commit()
-    theirs_time = timed(theirs, repeat)
-    report("start_agent (new agent)", ours_time, theirs_time)
+
+    raw.autocommit = True
+    report("start_agent (new agent)", *compare(ours, lambda: replay(raw, next(plans)), repeat))
     existing = store.start_agent("cost", name="restart")
     _, restart_sql = captured(lambda: store.start_agent("cost", name="restart"))
 
-    def raw_restart() -> None:
-        with raw:
-            cursor = raw.cursor()
-            for sql, params in restart_sql:
-                cursor.execute(sql, params)
-
-    report("start_agent (restart)", *compare(lambda: store.start_agent("cost", name="restart"), raw_restart, repeat))
+    restart = lambda: store.start_agent("cost", name="restart")  # noqa: E731
+    report("start_agent (restart)", *compare(restart, lambda: replay(raw, restart_sql), repeat))
+    raw.autocommit = False
     assert existing.config["cost_threshold_usd"] == 1000
 
 

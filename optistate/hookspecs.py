@@ -3,12 +3,14 @@
 A plugin is a module or object whose functions carry ``@optistate.hookimpl``
 and are named after a spec below. It is found through the ``optistate``
 entry-point group, or registered in code with ``store.plugins.register(obj)``.
-pluggy calls implementations last-registered first; no hook here depends on
-that order except where a spec says so.
+optistate calls each implementation on its own, last-registered first (pluggy's
+order), so one failing plugin is reported by name without stopping the others;
+hook wrappers are therefore refused. Only ``validate_config`` depends on the order.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -26,15 +28,18 @@ def register_agent_types(register: Callable[..., None]) -> None:
     """Register the agent types this plugin provides, with their defaults.
 
     Called once per registry, the first time agent types are needed (for
-    example by ``store.start_agent``), never at import time.
+    example by ``store.start_agent``), and again after a plugin is registered
+    or unregistered in code; never at import time.
 
     :param register: call ``register(type_name, configs=[...], capabilities=[...])``
         once per agent type, with :class:`optistate.Config` and
         :class:`optistate.Capability` items. Core validates every default
         there and then; a bad one raises :class:`optistate.errors.PluginError`
         naming the plugin. Two plugins that register one type with
-        different defaults is also a ``PluginError``; identical ones are harmless.
-    :return: nothing; every implementation is called.
+        different defaults is also a ``PluginError``, and the type is unusable
+        until one is removed; identical ones are harmless.
+    :return: nothing; every implementation is called. One that raises is
+        recorded in ``Registry.errors`` under its name, and none of its types is used.
     """
 
 
@@ -49,9 +54,11 @@ def validate_config(agent_type: str, key: str, value: Any) -> str | None:
     :param agent_type: the agent's type name, e.g. ``"cost"``.
     :param key: the config key being set.
     :param value: the parsed Python value (an ``int`` for an integer config).
-    :return: a reason to refuse, e.g. ``"must be 0 to 100"``, or None to accept.
-        Every implementation is called; the first refusal (the last-registered
-        plugin's) becomes an :class:`optistate.errors.ValidationError`.
+    :return: a reason to refuse (a ``str``), e.g. ``"must be 0 to 100"``, or None
+        to accept. Implementations are called until the first refusal (the
+        last-registered plugin's), which becomes an
+        :class:`optistate.errors.ValidationError`. Raising, or returning
+        anything else, is a :class:`optistate.errors.PluginError` naming the plugin.
     """
 
 
@@ -70,5 +77,6 @@ def agent_stopped(agent: AgentHandle) -> None:
     """Called by ``agent.stop()`` after buffered metrics are flushed and the agent is offline.
 
     :param agent: the stopped agent.
-    :return: nothing.
+    :return: nothing. An exception here is reported as a ``PluginError`` naming
+        the plugin; the agent is stopped regardless.
     """

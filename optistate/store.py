@@ -14,7 +14,8 @@ import atexit
 import logging
 import uuid
 import weakref
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import peewee
@@ -28,6 +29,12 @@ from .registry import AgentType, Registry
 from .schema import migrate as apply_migrations
 
 __all__ = ["Store", "connect"]
+
+# Stand-ins for the values that change from one start_agent to the next (see _statement_template).
+_NAME, _VERSION, _ENDPOINT = "\x00name", "\x00version", "\x00endpoint"
+_NOW = datetime(2000, 1, 1, 0, 0, 0, 424242, tzinfo=timezone.utc)
+_STAND_INS = (_NAME, _VERSION, _ENDPOINT, _NOW)
+_NEW_ID = object()
 
 log = logging.getLogger("optistate")
 _running: weakref.WeakSet[AgentHandle] = weakref.WeakSet()
@@ -64,6 +71,7 @@ class Store:
         self.database, self.plugins, self.url = database, plugins, url
         self.models = bound_models(database)
         self._agents: dict[Any, AgentHandle] = {}
+        self._statements: dict[int, tuple[AgentType, str, list[Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -112,67 +120,78 @@ class Store:
         agent = AgentHandle(self, row)
         self._agents[agent.id] = agent
         _running.add(agent)
-        for error in self.plugins.notify("agent_started", agent=agent):
-            log.warning("%s", error)
+        self.plugins.notify("agent_started", agent=agent)  # a failing plugin is logged there, by name
         return agent
 
     def _register(self, kind: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
-        m, now = self.models, utcnow()
-        active = AgentStatus.ACTIVE.value
-        upsert = (
-            m.Agent.insert(
-                type=kind.name,
-                name=name,
-                version=version,
-                status=active,
-                endpoint=endpoint,
-                last_heartbeat=now,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict(
-                conflict_target=[m.Agent.type, m.Agent.name],
-                preserve=[
-                    m.Agent.version,
-                    m.Agent.endpoint,
-                    m.Agent.status,
-                    m.Agent.last_heartbeat,
-                    m.Agent.updated_at,
-                ],
-            )
-            .returning(m.Agent.id)
-        )
+        now = utcnow()
         if is_sqlite(self.database):
             with write_transaction(self.database):
+                upsert = self._upsert(kind, uuid.uuid4(), name, version, endpoint, now)
                 agent_id = next(iter(upsert.execute())).id
                 for query in self._defaults(kind, agent_id, now):
                     query.execute()
         else:
-            # One round trip: the upsert and the default inserts as data-modifying CTEs.
-            registered = upsert.cte("registered")
-            ref = peewee.Select([registered], [registered.c.id])
-            writes = [query.cte(f"defaults_{i}") for i, query in enumerate(self._defaults(kind, ref, now))]
-            agent_id = uuid.UUID(str(registered.select_from(registered.c.id).with_cte(registered, *writes).scalar()))
-        return m.Agent(
-            id=agent_id,
-            type=kind.name,
-            name=name,
-            version=version,
-            status=active,
-            endpoint=endpoint,
-            last_heartbeat=now,
-            __no_default__=1,
+            agent_id = self._register_in_one_statement(kind, name, version, endpoint, now)
+        status = AgentStatus.ACTIVE.value
+        return self.models.Agent(
+            id=agent_id, type=kind.name, name=name, version=version, status=status, endpoint=endpoint,
+            last_heartbeat=now, __no_default__=1,
+        )  # fmt: skip
+
+    def _upsert(
+        self, kind: AgentType, ident: uuid.UUID, name: str, version: str, endpoint: str | None, now: datetime
+    ) -> Any:
+        agent = self.models.Agent
+        row = {"id": ident, "type": kind.name, "name": name, "version": version, "endpoint": endpoint}
+        kept = [agent.version, agent.endpoint, agent.status, agent.last_heartbeat, agent.updated_at]
+        return (
+            agent.insert(row, status=AgentStatus.ACTIVE.value, last_heartbeat=now, created_at=now, updated_at=now)
+            .on_conflict(conflict_target=[agent.type, agent.name], preserve=kept)
+            .returning(agent.id)
         )
 
-    def _defaults(self, kind: AgentType, agent: Any, now: datetime) -> list[Any]:
+    def _register_in_one_statement(
+        self, kind: AgentType, name: str, version: str, endpoint: str | None, now: datetime
+    ) -> uuid.UUID:
+        """PostgreSQL: the upsert and the default inserts as data-modifying CTEs, one round trip.
+
+        peewee builds the statement once per agent type, from stand-in values;
+        later starts reuse its SQL with their own values where the stand-ins
+        were, and new row ids. Building the SQL costs more than the round trip.
+        """
+        cached = self._statements.get(id(kind))
+        if cached is None or cached[0] is not kind:
+            cached = self._statements[id(kind)] = (kind, *self._statement_template(kind))
+        _, sql, slots = cached
+        given = {_NAME: name, _VERSION: version, _ENDPOINT: endpoint, _NOW: now}
+        params = [uuid.uuid4().hex if p is _NEW_ID else given[p] if p in _STAND_INS else p for p in slots]
+        return uuid.UUID(str(self.database.execute_sql(sql, params).fetchone()[0]))
+
+    def _statement_template(self, kind: AgentType) -> tuple[str, list[Any]]:
+        """``kind``'s registration SQL, and its parameters with :data:`_NEW_ID` where a row id goes."""
+        made = [uuid.UUID(int=i) for i in range(1, 2 + len(kind.configs) + len(kind.capabilities) + 1)]
+        ids = iter(made)
+        registered = self._upsert(kind, next(ids), _NAME, _VERSION, _ENDPOINT, _NOW).cte("registered")
+        ref = peewee.Select([registered], [registered.c.id])
+        writes = [query.cte(f"defaults_{i}") for i, query in enumerate(self._defaults(kind, ref, _NOW, ids))]
+        sql, params = registered.select_from(registered.c.id).with_cte(registered, *writes).sql()
+        hexes = {ident.hex for ident in made}
+        return sql, [_NEW_ID if isinstance(p, str) and p in hexes else p for p in params]
+
+    def _defaults(
+        self, kind: AgentType, agent: Any, now: datetime, ids: Iterator[uuid.UUID] | None = None
+    ) -> list[Any]:
         """The inserts of ``kind``'s missing defaults and of the state row, for ``agent`` (an id or a subquery)."""
         m = self.models
         stamps = {"agent": agent, "created_at": now, "updated_at": now}
+        new_id = (lambda: next(ids)) if ids is not None else uuid.uuid4
         queries = []
         if kind.configs:
             rows = [
                 dict(
                     stamps,
+                    id=new_id(),
                     config_key=c.key,
                     config_value=c.config_value,
                     config_type=c.type,
@@ -187,6 +206,7 @@ class Store:
             rows = [
                 dict(
                     stamps,
+                    id=new_id(),
                     capability_name=c.name,
                     capability_version=c.version,
                     description=c.description,
@@ -199,6 +219,7 @@ class Store:
             queries.append(m.AgentCapability.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
         state = m.AgentState.insert(
             stamps,
+            id=new_id(),
             status=AgentStatus.IDLE.value,
             workflow_data={},
             resource_locks=[],

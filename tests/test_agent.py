@@ -105,6 +105,13 @@ class TestStart:
         assert again.config["window_seconds"] == 30
         assert [c.capability_version for c in again.capabilities()] == ["1.0.0", "2.0.0", "2.1.0", "3.0.0"]
 
+    def test_agents_of_one_type_get_their_own_rows(self, store, probe):
+        second = store.start_agent("probe", name="Probe 2", version="2.0.0", endpoint="http://two")
+        assert second.id != probe.id
+        assert (second.row.name, second.row.version, second.row.endpoint) == ("Probe 2", "2.0.0", "http://two")
+        assert second.config["batch_size"] == 32 and len(second.capabilities()) == 3
+        assert counts(store)["AgentConfig"] == 6 and counts(store)["AgentState"] == 2
+
     def test_unknown_type_lists_registered_types(self, store):
         store.plugins.register(ProbePlugin(), name="probe")
         with pytest.raises(UnknownAgentType, match=r"'nope'.*registered types: .*probe"):
