@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from typing import Any
 
 import peewee
@@ -28,7 +29,8 @@ __all__ = ["DEFAULT_URL", "ENV_VAR", "open_database", "redact", "resolve_url", "
 
 ENV_VAR = "OPTISTATE_DATABASE_URL"
 DEFAULT_URL = "sqlite:///optistate.db"
-SQLITE_PRAGMAS = (("foreign_keys", 1), ("journal_mode", "wal"), ("busy_timeout", 30_000), ("synchronous", "normal"))
+SQLITE_PRAGMAS = (("busy_timeout", 30_000), ("foreign_keys", 1), ("synchronous", "normal"))
+BUSY_SECONDS = 30
 SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+pool", "postgres+pool")
 
 
@@ -74,7 +76,7 @@ def open_database(url: str | None = None) -> peewee.Database:
         raise ConfigurationError("database", redact(url), f"scheme must be one of {', '.join(SCHEMES)}")
     options: dict[str, Any] = {}
     if scheme == "sqlite":
-        options = {"pragmas": SQLITE_PRAGMAS, "timeout": 30}
+        options = {"pragmas": SQLITE_PRAGMAS, "timeout": BUSY_SECONDS}
     try:
         database = db_url.connect(url, unquote_password=True, unquote_user=True, **options)
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -83,9 +85,31 @@ def open_database(url: str | None = None) -> peewee.Database:
         raise ConfigurationError("database", redact(url), "names no database")
     try:
         database.connect(reuse_if_open=True)
+        if scheme == "sqlite":
+            _use_wal(database)
     except peewee.OperationalError as exc:
         raise ConnectionError(redact(url), exc) from None
     return database
+
+
+def _use_wal(database: peewee.Database) -> None:
+    """Switch the file to WAL once; the mode is stored in the file.
+
+    Changing the mode needs the file to itself and SQLite does not wait for
+    that (the busy timeout does not apply), so processes that open a new
+    file together retry here until one of them has switched it.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            database.pragma("journal_mode", "wal")
+            return
+        except peewee.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if database.pragma("journal_mode") == "wal":
+            return
+        time.sleep(0.01)
 
 
 def is_sqlite(database: peewee.Database) -> bool:
