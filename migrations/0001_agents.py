@@ -25,7 +25,7 @@ def up(migrator, db):
     if not is_sqlite(db):
         db.execute_sql(
             "CREATE FUNCTION optistate_touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$"
+            "$$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$"
         )
     touch_updated_at(db, "agents")
 

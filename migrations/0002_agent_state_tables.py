@@ -1,5 +1,15 @@
 """Config, state, capability and metric tables; every row cascades with its agent."""
-from peewee import BooleanField, CharField, FloatField, ForeignKeyField, IntegerField, JSONField, Model, TextField, UUIDField
+from peewee import (
+    BooleanField,
+    CharField,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    JSONField,
+    Model,
+    TextField,
+    UUIDField,
+)
 
 from optistate.migrations._ddl import STATUSES, Timestamp, is_sqlite, one_of, touch_updated_at
 
@@ -72,7 +82,7 @@ def tables(db):
 
     class AgentMetric(Frozen):
         metric_name = CharField(max_length=255)
-        metric_value = FloatField()
+        metric_value = DoubleField()
         metric_unit = CharField(max_length=64, null=True)
         metric_type = CharField(max_length=32, constraints=[one_of("metric_type", METRIC_TYPES)])
         metadata = JSONField()

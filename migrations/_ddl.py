@@ -30,7 +30,7 @@ def touch_updated_at(db, table):
         db.execute_sql(
             f"CREATE TRIGGER {table}_touch_updated_at AFTER UPDATE ON {table} FOR EACH ROW "
             f"WHEN NEW.updated_at IS OLD.updated_at BEGIN "
-            f"UPDATE {table} SET updated_at = strftime('%Y-%m-%d %H:%M:%f000+00:00', 'now') "
+            f"UPDATE {table} SET updated_at = max(strftime('%Y-%m-%d %H:%M:%f000+00:00', 'now'), OLD.updated_at) "
             f"WHERE id = NEW.id; END"
         )
     else:

@@ -75,6 +75,8 @@ def open_database(url: str | None = None) -> peewee.Database:
     if scheme not in SCHEMES:
         raise ConfigurationError("database", redact(url), f"scheme must be one of {', '.join(SCHEMES)}")
     options: dict[str, Any] = {}
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        raise ConfigurationError("database", redact(url), "use sqlite:///relative.db or sqlite:////absolute/path.db")
     if scheme == "sqlite":
         options = {"pragmas": SQLITE_PRAGMAS, "timeout": BUSY_SECONDS}
     try:
@@ -87,12 +89,14 @@ def open_database(url: str | None = None) -> peewee.Database:
         database.connect(reuse_if_open=True)
         if scheme == "sqlite":
             _use_wal(database)
-    except peewee.OperationalError as exc:
+    except peewee.DatabaseError as exc:
         raise ConnectionError(redact(url), exc) from None
+    except TypeError as exc:  # an option in the URL's query string that the driver does not take
+        raise ConfigurationError("database", redact(url), str(exc)) from None
     return database
 
 
-def _use_wal(database: peewee.Database) -> None:
+def _use_wal(database: peewee.SqliteDatabase) -> None:
     """Switch the file to WAL once; the mode is stored in the file.
 
     Changing the mode needs the file to itself and SQLite does not wait for

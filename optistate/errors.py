@@ -63,6 +63,11 @@ class UnknownAgentType(NotFoundError):
 class IntegrityError(OptistateError, peewee.IntegrityError):
     """A database constraint refused the write (a missing agent, a duplicate key)."""
 
+    @classmethod
+    def from_driver(cls, exc: BaseException) -> IntegrityError:
+        """The driver's first line only: PostgreSQL's DETAIL line repeats the row, secrets included."""
+        return cls(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
 
 class ConfigurationError(OptistateError, ValueError):
     """A database URL or setting that optistate cannot use."""

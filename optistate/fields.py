@@ -24,7 +24,16 @@ import peewee
 
 from .errors import ValidationError
 
-__all__ = ["ChoiceField", "FiniteFloatField", "JSONField", "SemverField", "TimestampField", "utcnow", "as_utc"]
+__all__ = [
+    "StringField",
+    "ChoiceField",
+    "FiniteFloatField",
+    "JSONField",
+    "SemverField",
+    "TimestampField",
+    "utcnow",
+    "as_utc",
+]
 
 UTC = timezone.utc
 
@@ -77,6 +86,15 @@ class TimestampField(peewee.Field):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return as_utc(value)
+
+
+class StringField(peewee.CharField):
+    """A VARCHAR whose length is checked before the query runs, on SQLite too."""
+
+    def db_value(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > self.max_length:
+            raise ValidationError(self.name, value, f"is longer than {self.max_length} characters")
+        return super().db_value(value)
 
 
 class ChoiceField(peewee.CharField):

@@ -27,7 +27,7 @@ from typing import Any
 import peewee
 
 from .errors import IntegrityError, ValidationError
-from .fields import ChoiceField, FiniteFloatField, JSONField, SemverField, TimestampField, utcnow
+from .fields import ChoiceField, FiniteFloatField, JSONField, SemverField, StringField, TimestampField, utcnow
 
 __all__ = [
     "Agent",
@@ -167,7 +167,7 @@ class BaseModel(peewee.Model):
         try:
             saved = super().save(force_insert=force_insert or not self._stored, only=only)
         except peewee.IntegrityError as exc:
-            raise IntegrityError(*exc.args) from exc
+            raise IntegrityError.from_driver(exc) from None
         self._stored = True
         return saved
 
@@ -187,11 +187,11 @@ class Timestamped(BaseModel):
 class Agent(Timestamped):
     """A registered agent process, unique by ``(type, name)``."""
 
-    type = peewee.CharField(max_length=64)
-    name = peewee.CharField(max_length=255)
-    version = peewee.CharField(max_length=64)
+    type = StringField(max_length=64)
+    name = StringField(max_length=255)
+    version = StringField(max_length=64)
     status = ChoiceField(AgentStatus, default=AgentStatus.ACTIVE.value)
-    endpoint = peewee.CharField(max_length=1024, null=True)
+    endpoint = StringField(max_length=1024, null=True)
     last_heartbeat = TimestampField(default=utcnow)
 
     class Meta:
@@ -211,7 +211,7 @@ class AgentConfig(Timestamped):
     """One typed setting; ``config_value`` is the canonical string, :attr:`value` the parsed one."""
 
     agent = peewee.ForeignKeyField(Agent, backref="configs", on_delete="CASCADE")
-    config_key = peewee.CharField(max_length=255)
+    config_key = StringField(max_length=255)
     config_value = peewee.TextField()
     config_type = ChoiceField(ConfigType, default=ConfigType.STRING.value)
     description = peewee.TextField(null=True)
@@ -244,7 +244,7 @@ class AgentState(Timestamped):
 
     agent = peewee.ForeignKeyField(Agent, backref="_states", on_delete="CASCADE", unique=True)
     status = ChoiceField(AgentStatus, default=AgentStatus.IDLE.value)
-    current_workflow = peewee.CharField(max_length=255, null=True)
+    current_workflow = StringField(max_length=255, null=True)
     workflow_data = JSONField(default=dict)
     resource_locks = JSONField(default=list)
     error_count = peewee.IntegerField(default=0)
@@ -261,7 +261,7 @@ class AgentCapability(Timestamped):
     """One version of one capability; several versions of a name may coexist."""
 
     agent = peewee.ForeignKeyField(Agent, backref="capabilities", on_delete="CASCADE")
-    capability_name = peewee.CharField(max_length=255)
+    capability_name = StringField(max_length=255)
     capability_version = SemverField(default="1.0.0")
     description = peewee.TextField(null=True)
     parameters = JSONField(default=dict)
@@ -276,9 +276,9 @@ class AgentMetric(BaseModel):
     """One time-series point."""
 
     agent = peewee.ForeignKeyField(Agent, backref="metrics", on_delete="CASCADE")
-    metric_name = peewee.CharField(max_length=255)
+    metric_name = StringField(max_length=255)
     metric_value = FiniteFloatField()
-    metric_unit = peewee.CharField(max_length=64, null=True)
+    metric_unit = StringField(max_length=64, null=True)
     metric_type = ChoiceField(MetricType, default=MetricType.GAUGE.value)
     metadata = JSONField(default=dict)
     collection_timestamp = TimestampField(default=utcnow)

@@ -116,7 +116,7 @@ class Store:
         try:
             row = self._register(kind, name, version, endpoint)
         except peewee.IntegrityError as exc:
-            raise IntegrityError(*exc.args) from exc
+            raise IntegrityError.from_driver(exc) from None
         agent = AgentHandle(self, row)
         self._agents[agent.id] = agent
         _running.add(agent)

@@ -1,0 +1,373 @@
+"""The ``optistate`` command: look at and change agents' stored state from a shell.
+
+Every command works on ``--database URL`` (given before the command), else
+``$OPTISTATE_DATABASE_URL``, else ``sqlite:///optistate.db`` in the working
+directory, and applies pending migrations first (except ``migrate --status``
+and ``migrate --down``). A failure prints one ``error: ...`` line on stderr
+and exits 1; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import click
+
+from . import __version__, demo, schema, transfer
+from .agent import AgentHandle, ConfigView
+from .cli_support import (
+    DefaultListGroup,
+    RootGroup,
+    Session,
+    Timestamp,
+    agent_type_option,
+    capability_table,
+    cell,
+    config_json,
+    config_table,
+    echo_json,
+    json_option,
+    metric_table,
+    overview_table,
+    parse_where,
+    pass_session,
+    progress_bar,
+    shown,
+    table,
+)
+from .database import DEFAULT_URL, ENV_VAR
+from .metrics import AGGREGATES
+from .models import AgentConfig, AgentStatus, ConfigType
+from .registry import Registry
+
+__all__ = ["cli", "main"]
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database", "url", metavar="URL",
+              help=f"sqlite:///file.db or postgresql://user:pass@host/db [default: ${ENV_VAR}, else {DEFAULT_URL}]")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(__version__, "--version", prog_name="optistate", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, debug: bool) -> None:
+    """Agents' registration, config, state, capabilities and metrics, in SQLite or PostgreSQL.
+
+    \b
+    optistate demo                      four agents at work, then an overview
+    optistate agents --json
+    optistate agent "Cost Optimizer"
+    optistate config set "Cost Optimizer" cost_threshold_usd 2500
+    optistate metrics "Cost Optimizer" --name average_savings_percent --agg avg
+    """
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Session(ctx, url)
+
+
+@cli.command("demo")
+@click.option("--reset", is_flag=True, help="Delete every agent in the database first (their rows go too).")
+@json_option
+@pass_session
+def demo_command(session: Session, reset: bool, as_json: bool) -> None:
+    """Run four agents' simulated workflows; show an overview.
+
+    Starts Cost Optimizer, Performance Tuner, Resource Allocator and
+    Application Monitor, runs a short simulated workflow for each and records
+    their metrics, all through the SDK. Safe to run again: defaults are
+    stored once, states are set anew, and a new point of each metric is
+    recorded.
+    """
+    store = session.store()
+    agents = demo.run(store, reset=reset)
+    ids = {str(a.id): a for a in agents}
+    rows = [dict(row, latest_metrics=[transfer.to_json(m) for m in ids[row["id"]].latest_metrics()])
+            for row in demo.overview(store) if row["id"] in ids]
+    if as_json:
+        echo_json({"database": store.url, "agents": rows})
+        return
+    points = sum(len(demo.METRICS[a.type]) for a in agents)
+    click.echo(f"optistate demo on {store.url}")
+    click.echo(f"Started {len(agents)} agents, ran their workflows, recorded {points} metrics.\n")
+    overview_table(rows, "no agents")
+    click.echo("\nLatest metrics")
+    table(["AGENT", "METRIC", "VALUE", "UNIT"],
+          [[row["name"], m["metric_name"], m["metric_value"], m["metric_unit"]]
+           for row in rows for m in row["latest_metrics"]], "no metrics")
+    click.echo('\nNext: optistate agent "Cost Optimizer"   optistate config list "Cost Optimizer"   optistate --help')
+
+
+@cli.command()
+@click.option("--status", "show_status", is_flag=True, help="List applied and pending migrations; apply nothing.")
+@click.option("--down", metavar="TARGET", help="Revert back through TARGET (e.g. 0002_agent_state_tables).")
+@json_option
+@pass_session
+def migrate(session: Session, show_status: bool, down: str | None, as_json: bool) -> None:
+    """Apply migrations; --status lists them, --down reverts.
+
+    Every other command applies pending migrations itself.
+    """
+    if show_status and down:
+        raise click.UsageError("--status and --down do not go together")
+    database = session.store(migrate=False).database
+    if show_status:
+        rows = schema.status(database)
+        if as_json:
+            echo_json([{"name": r.name, "applied": r.applied} for r in rows])
+        else:
+            cells = [[r.name, "applied" if r.applied else "pending"] for r in rows]
+            table(["MIGRATION", "STATUS"], cells, "no migrations")
+        return
+    done = schema.rollback(database, down) if down else schema.migrate(database)
+    verb = "reverted" if down else "applied"
+    if as_json:
+        echo_json({verb: done})
+    else:
+        click.echo(f"{verb} {', '.join(done)}" if done else "nothing to apply: the schema is up to date")
+
+
+@cli.command()
+@click.option("--type", "agent_type", help="Only agents of this type.")
+@click.option("--status", type=click.Choice([s.value for s in AgentStatus]), help="Only agents in this run-time state.")
+@json_option
+@pass_session
+def agents(session: Session, agent_type: str | None, status: str | None, as_json: bool) -> None:
+    """List agents: run-time status, workflow, heartbeat, counts."""
+    rows = demo.overview(session.store(), agent_type, status)
+    if as_json:
+        echo_json(rows)
+    else:
+        overview_table(rows, "no agents (try `optistate demo`)")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--type", "--agent-type", "agent_type", help="The agent's type, where several types use the name.")
+@json_option
+@pass_session
+def agent(session: Session, name: str, agent_type: str | None, as_json: bool) -> None:
+    """Show one agent: state, configs, capabilities, metrics.
+
+    NAME is the agent's name or id. Sensitive config values show as ***.
+    """
+    handle = session.agent(name, agent_type)
+    row, state = handle.row, handle.state()
+    configs, capabilities, latest = handle.config.entries(), handle.capabilities(), handle.latest_metrics()
+    if as_json:
+        echo_json({"agent": transfer.to_json(row), "state": transfer.to_json(state),
+                    "configs": [config_json(c, False) for c in configs],
+                    "capabilities": [transfer.to_json(c) for c in capabilities],
+                    "latest_metrics": [transfer.to_json(m) for m in latest]})
+        return
+    click.echo(f"{row.name} ({row.type} {row.version})  id {row.id}  registered {row.status}")
+    lines = (("status", state.status), ("workflow", state.current_workflow), ("data", state.workflow_data),
+             ("locks", state.resource_locks), ("errors", state.error_count), ("last error", state.last_error),
+             ("heartbeat", state.last_heartbeat.isoformat(timespec="seconds")), ("endpoint", row.endpoint))
+    for label, value in lines:
+        click.echo(f"  {label:<11}{cell(value)}")
+    click.echo("\nConfigs")
+    config_table(configs, False)
+    click.echo("\nCapabilities")
+    capability_table(capabilities)
+    click.echo("\nLatest metrics")
+    metric_table(latest, metadata=False)
+
+
+@cli.group()
+def config() -> None:
+    """Read and change an agent's typed config: get, set, list."""
+
+
+def _entry(view: ConfigView, key: str) -> AgentConfig:
+    """The stored row of ``key``: its canonical text and whether it is sensitive."""
+    return next(row for row in view.entries() if row.config_key == key)
+
+
+@config.command("get")
+@click.argument("agent_name", metavar="AGENT")
+@click.argument("key")
+@click.option("--reveal", is_flag=True, help="Show a sensitive value instead of ***.")
+@agent_type_option
+@pass_session
+def config_get(session: Session, agent_name: str, key: str, reveal: bool, agent_type: str | None) -> None:
+    """Print the value of KEY (its canonical text)."""
+    view = session.agent(agent_name, agent_type).config
+    view[key]  # raises NotFoundError listing the agent's keys
+    click.echo(shown(_entry(view, key), reveal))
+
+
+@config.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -5
+@click.argument("agent_name", metavar="AGENT")
+@click.argument("key")
+@click.argument("value")
+@click.option("--type", "config_type", type=click.Choice([t.value for t in ConfigType]),
+              help="The type of a new key (an existing key keeps its type).")
+@click.option("--sensitive/--not-sensitive", default=None, help="Mask the value in output [default: as stored].")
+@click.option("--description", help="What the key is for.")
+@agent_type_option
+@pass_session
+def config_set(session: Session, agent_name: str, key: str, value: str, config_type: str | None,
+               sensitive: bool | None, description: str | None, agent_type: str | None) -> None:
+    """Set KEY to VALUE, parsed as the key's type and checked by the agent's plugins."""
+    handle = session.agent(agent_name, agent_type)
+    handle.config.set(key, value, config_type=config_type, is_sensitive=sensitive, description=description)
+    row = _entry(handle.config, key)
+    click.echo(f"{handle.name}: {key} = {shown(row, False)} ({row.config_type})")
+
+
+@config.command("list")
+@click.argument("agent_name", metavar="AGENT")
+@click.option("--reveal", is_flag=True, help="Show sensitive values instead of ***.")
+@agent_type_option
+@json_option
+@pass_session
+def config_list(session: Session, agent_name: str, reveal: bool, agent_type: str | None, as_json: bool) -> None:
+    """List the agent's configs, sensitive values masked unless --reveal."""
+    rows = session.agent(agent_name, agent_type).config.entries()
+    if as_json:
+        echo_json([config_json(row, reveal) for row in rows])
+    else:
+        config_table(rows, reveal)
+
+
+@cli.group(cls=DefaultListGroup)
+def capabilities() -> None:
+    """List, enable and disable an agent's capabilities.
+
+    \b
+    optistate capabilities AGENT [--enabled] [--json]     (same as: capabilities list AGENT)
+    optistate capabilities enable AGENT NAME [--version V]
+    optistate capabilities disable AGENT NAME [--version V]
+    """
+
+
+@capabilities.command("list")
+@click.argument("agent_name", metavar="AGENT")
+@click.option("--enabled", is_flag=True, help="Only enabled capabilities.")
+@agent_type_option
+@json_option
+@pass_session
+def capabilities_list(session: Session, agent_name: str, enabled: bool, agent_type: str | None, as_json: bool) -> None:
+    """List every capability version of AGENT, by name then version."""
+    rows = session.agent(agent_name, agent_type).capabilities(True if enabled else None)
+    if as_json:
+        echo_json([transfer.to_json(row) for row in rows])
+    else:
+        capability_table(rows)
+
+
+def _switch(enable: bool) -> Callable[..., None]:
+    verb = "enable" if enable else "disable"
+    method = AgentHandle.enable_capability if enable else AgentHandle.disable_capability
+
+    @click.argument("agent_name", metavar="AGENT")
+    @click.argument("name")
+    @click.option("--version", help="Only this version (default: every version of NAME).")
+    @agent_type_option
+    @pass_session
+    def command(session: Session, agent_name: str, name: str, version: str | None, agent_type: str | None) -> None:
+        handle = session.agent(agent_name, agent_type)
+        changed = method(handle, name, version)
+        click.echo(f"{handle.name}: {verb}d {changed} version(s) of {name}")
+
+    command.__doc__ = f"{verb.capitalize()} capability NAME of AGENT."
+    return command
+
+
+capabilities.command("enable")(_switch(True))
+capabilities.command("disable")(_switch(False))
+
+
+@cli.command()
+@click.argument("agent_name", metavar="AGENT")
+@click.option("--name", help="Only this metric.")
+@click.option("--since", type=Timestamp(), help="From this time on (UTC unless an offset is given).")
+@click.option("--until", type=Timestamp(), help="Up to this time.")
+@click.option("--where", "where", multiple=True, metavar="KEY=VALUE", help="Metadata must contain this; repeatable.")
+@click.option("--agg", type=click.Choice(list(AGGREGATES)), help="Print one aggregate of --name instead of points.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many points (oldest first).")
+@agent_type_option
+@json_option
+@pass_session
+def metrics(session: Session, agent_name: str, name: str | None, since: datetime | None, until: datetime | None,
+            where: Sequence[str], agg: str | None, limit: int | None, agent_type: str | None, as_json: bool) -> None:
+    """List an agent's metric points, or aggregate one metric.
+
+    Points are listed oldest first; --agg prints one number for --name.
+    --where gpu=3 matches metadata holding the number 3 (values are read as
+    JSON where they parse), --where region=us-west the string.
+    """
+    if agg and not name:
+        raise click.UsageError("--agg needs --name")
+    handle = session.agent(agent_name, agent_type)
+    conditions = parse_where(where)
+    if agg and name:
+        value = handle.aggregate(name, agg, since, until, conditions)
+        if as_json:
+            echo_json({"name": name, "agg": agg, "value": value})
+        else:
+            click.echo(f"{agg}({name}) = {cell(value)}")
+        return
+    rows = handle.metrics(name, since, until, conditions, limit)
+    if as_json:
+        echo_json([transfer.to_json(row) for row in rows])
+    else:
+        metric_table(rows)
+
+
+@cli.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their hooks, agent types and errors."""
+    rows = Registry().describe()
+    if as_json:
+        echo_json(rows)
+    else:
+        table(["NAME", "DISTRIBUTION", "VERSION", "HOOKS", "AGENT TYPES", "ERROR"],
+              [[r["name"], r["distribution"], r["version"], r["hooks"], r["agent_types"], r["error"]] for r in rows],
+              "no plugins")
+
+
+@cli.command("export")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@pass_session
+def export_command(session: Session, path: str) -> None:
+    """Write every table to FILE as JSON Lines, owner-only.
+
+    Sensitive config values travel in clear, so FILE is created (or
+    truncated) with mode 0600. `optistate import` reads it on either backend.
+    """
+    store = session.store()
+    with progress_bar(lambda: transfer.row_count(store), "exporting") as progress:
+        counts = transfer.export_file(store, path, progress=progress)
+    click.echo(f"exported {sum(counts.values())} rows to {path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+
+
+@cli.command("import")
+@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Delete every agent (and so every row) first, in the same transaction.")
+@pass_session
+def import_command(session: Session, path: str, replace: bool) -> None:
+    """Load FILE from `optistate export`, all or nothing.
+
+    One transaction: the database must hold no agents, unless --replace
+    deletes them first. Every value is validated as the SDK would; a bad line
+    imports nothing, and the error names it.
+    """
+    store = session.store()
+    with progress_bar(lambda: transfer.count_lines(path), "importing") as progress:
+        counts = transfer.import_file(store, path, replace=replace, progress=progress)
+    click.echo(f"imported {sum(counts.values())} rows from {path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="optistate", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,214 @@
+"""The machinery behind the ``optistate`` command: one-line errors, the session, tables, JSON, option types.
+
+The commands themselves are in :mod:`optistate.cli`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+import peewee
+import psycopg2
+
+from . import transfer
+from .agent import AgentHandle
+from .database import redact
+from .errors import OptistateError
+from .fields import as_utc
+from .models import AgentConfig
+from .store import Store, connect
+
+__all__ = [
+    "MASK",
+    "RootGroup",
+    "DefaultListGroup",
+    "Session",
+    "pass_session",
+    "json_option",
+    "agent_type_option",
+    "echo_json",
+    "cell",
+    "table",
+    "age",
+    "shown",
+    "config_json",
+    "config_table",
+    "capability_table",
+    "metric_table",
+    "overview_table",
+    "progress_bar",
+    "Timestamp",
+    "parse_where",
+]
+
+MASK = "***"
+MANY_ROWS = 5000  # a progress bar only for transfers at least this large
+DB_ERRORS = (peewee.PeeweeException, psycopg2.Error, sqlite3.Error)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for ``exc``, with any password in a URL replaced by ``***``."""
+    if isinstance(exc, OSError):
+        text = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    elif isinstance(exc, OptistateError):
+        text = transfer.one_line(exc)
+    else:
+        text = f"database error: {transfer.one_line(exc)}"
+    return redact(text)
+
+
+class RootGroup(click.Group):
+    """The root group: turns optistate, database and file errors into one line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (OptistateError, OSError, *DB_ERRORS) as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"error: {error_message(exc)}", err=True)
+            ctx.exit(1)
+
+
+class DefaultListGroup(click.Group):
+    """A group whose bare form, ``capabilities AGENT ...``, means ``capabilities list AGENT ...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+class Session:
+    """The command line's database URL, and the store, opened on first use and closed at exit."""
+
+    def __init__(self, ctx: click.Context, url: str | None):
+        self.ctx, self.url = ctx, url
+        self._store: Store | None = None
+
+    def store(self, *, migrate: bool = True) -> Store:
+        if self._store is None:
+            self._store = connect(self.url, migrate=migrate)
+            self.ctx.call_on_close(self._store.close)
+        return self._store
+
+    def agent(self, name: str, agent_type: str | None = None) -> AgentHandle:
+        return self.store().agent(name, agent_type)
+
+
+pass_session = click.make_pass_decorator(Session)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+agent_type_option = click.option("--agent-type", help="The agent's type, where several types use the name.")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def cell(value: Any) -> str:
+    """``value`` as a table shows it: ``-`` for nothing, whole floats without ``.0``, lists joined."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":")) if value else "-"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str) -> None:
+    if not rows:
+        click.echo(empty)
+        return
+    cells = [list(headers), *([cell(v) for v in row] for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
+    for line in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+
+
+def age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{max(int(seconds), 0)}s ago"
+
+
+def shown(row: AgentConfig, reveal: bool) -> str:
+    """The stored text of a config value, or ``***`` for a sensitive one unless revealed."""
+    return MASK if row.is_sensitive and not reveal else row.config_value
+
+
+def config_json(row: AgentConfig, reveal: bool) -> dict[str, Any]:
+    value = MASK if row.is_sensitive and not reveal else row.value
+    return {"key": row.config_key, "type": row.config_type, "value": value, "sensitive": row.is_sensitive,
+            "description": row.description,
+            "updated_at": row.updated_at.isoformat(timespec="microseconds")}
+
+
+def config_table(rows: Sequence[AgentConfig], reveal: bool) -> None:
+    table(["KEY", "TYPE", "VALUE", "SENSITIVE", "DESCRIPTION"],
+          [[r.config_key, r.config_type, shown(r, reveal), r.is_sensitive, r.description] for r in rows],
+          "no configs")
+
+
+def capability_table(rows: Sequence[Any]) -> None:
+    table(["NAME", "VERSION", "ENABLED", "DESCRIPTION"],
+          [[c.capability_name, c.capability_version, c.is_enabled, c.description] for c in rows], "no capabilities")
+
+
+def metric_table(rows: Sequence[Any], *, metadata: bool = True) -> None:
+    headers = ["COLLECTED", "NAME", "VALUE", "UNIT", "TYPE"] + (["METADATA"] if metadata else [])
+    cells = [[m.collection_timestamp.isoformat(timespec="seconds"), m.metric_name, m.metric_value, m.metric_unit,
+              m.metric_type] + ([m.metadata] if metadata else []) for m in rows]
+    table(headers, cells, "no metrics")
+
+
+def overview_table(rows: Sequence[dict[str, Any]], empty: str) -> None:
+    table(["TYPE", "NAME", "STATUS", "WORKFLOW", "LOCKS", "ERRORS", "HEARTBEAT", "CONFIGS", "CAPABILITIES"],
+          [[r["type"], r["name"], r["status"], r["workflow"], r["locks"], r["error_count"],
+            age(r["heartbeat_age_seconds"]), r["configs"], f"{r['capabilities_enabled']}/{r['capabilities']} enabled"]
+           for r in rows], empty)
+
+
+@contextlib.contextmanager
+def progress_bar(total: Callable[[], int], label: str) -> Iterator[Callable[[int], None]]:
+    """A progress callback: a bar on a terminal for a large transfer, else one that does nothing."""
+    size = total() if sys.stderr.isatty() else 0
+    if size < MANY_ROWS:
+        yield lambda done: None
+        return
+    with click.progressbar(length=size, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+class Timestamp(click.ParamType):
+    name = "ISO-8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        try:
+            return as_utc(datetime.fromisoformat(value))  # a time without an offset is UTC
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO-8601 time such as 2025-01-31T12:00:00+00:00", param, ctx)
+
+
+def parse_where(pairs: Sequence[str]) -> dict[str, Any]:
+    where: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--where")
+        try:
+            where[key] = json.loads(text)  # gpu=3 matches the number 3, ok=true the boolean
+        except ValueError:
+            where[key] = text
+    return where

@@ -1,0 +1,285 @@
+"""Export every agent table to a JSON Lines file, and import one back, losslessly.
+
+The file is one header line, then one line per row, agents first::
+
+    {"format": "optistate", "version": 1, "tables": ["agents", ...], "exported_at": "..."}
+    {"table": "agents", "row": {"id": "...", "created_at": "2025-01-01T12:00:00.123456+00:00", ...}}
+
+Rows are keyed by column name. Ids are UUID strings, timestamps ISO-8601 UTC
+with microseconds, JSON columns plain JSON values, so a file written from
+SQLite imports into PostgreSQL (and back) with every row equal.
+
+Config values travel in clear, sensitive ones too: the file is created
+owner-only (0o600). An import is one transaction and validates every value
+as the SDK does (field checks, config types, plugins' ``validate_config``);
+any bad line rolls the whole import back and the error names that line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import IO, Any
+
+import peewee
+
+from . import __version__
+from .database import is_sqlite, write_transaction
+from .errors import OptistateError, ValidationError
+from .fields import TimestampField, dumps, utcnow
+from .models import parse_config_value
+from .store import Store
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "TransferError",
+    "export_file",
+    "import_file",
+    "to_json",
+    "row_count",
+    "count_lines",
+    "one_line",
+]
+
+FORMAT, VERSION = "optistate", 1
+BATCH = 500  # rows per INSERT; 12 columns at most, well under SQLite's bound-variable limit
+
+Progress = Callable[[int], None]
+
+
+class TransferError(OptistateError, ValueError):
+    """An import that cannot go ahead; nothing was imported.
+
+    :param line: the 1-based line of the file at fault, if one is.
+    """
+
+    def __init__(self, path: str, reason: str, line: int | None = None):
+        self.path, self.reason, self.line = path, reason, line
+        where = f"{path}, line {line}" if line is not None else path
+        super().__init__(f"{where}: {reason}; nothing was imported")
+
+
+def _nothing(done: int) -> None:
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message as one line, without PostgreSQL's "Failing row contains" detail (it may hold a secret)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "Failing row contains" not in line]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def _tables(store: Store) -> dict[str, Any]:
+    """The store's models by table name, agents first."""
+    return {model._meta.table_name: model for model in store.models.MODELS}
+
+
+def _encode(field: peewee.Field, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(field, TimestampField):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def to_json(row: peewee.Model) -> dict[str, Any]:
+    """A row as a JSON-ready dict keyed by column name (the export's row form)."""
+    return {f.column_name: _encode(f, row.__data__.get(f.name)) for f in row._meta.sorted_fields}
+
+
+def row_count(store: Store) -> int:
+    """Rows in all five tables, e.g. to size a progress bar."""
+    return sum(model.select().count() for model in store.models.MODELS)
+
+
+def export_file(store: Store, path: str, *, progress: Progress = _nothing) -> dict[str, int]:
+    """Write every row to ``path`` (created or truncated, mode 0o600); return the rows per table.
+
+    The rows are read in one transaction, so the file is one consistent snapshot.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    tables = _tables(store)
+    counts = dict.fromkeys(tables, 0)
+    with os.fdopen(fd, "w", encoding="utf-8") as out, store.database.atomic():
+        if not is_sqlite(store.database):
+            store.database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        header = {"format": FORMAT, "version": VERSION, "tables": list(tables),
+                  "exported_at": utcnow().isoformat(timespec="microseconds"), "optistate": __version__}
+        out.write(dumps(header) + "\n")
+        for table, model in tables.items():
+            fields = model._meta.sorted_fields
+            for values in model.select(*fields).order_by(model.id).tuples().iterator():
+                row = {f.column_name: _encode(f, v) for f, v in zip(fields, values, strict=True)}
+                out.write(json.dumps({"table": table, "row": row}, ensure_ascii=False, allow_nan=False) + "\n")
+                counts[table] += 1
+                progress(1)
+    return counts
+
+
+def import_file(store: Store, path: str, *, replace: bool = False, progress: Progress = _nothing) -> dict[str, int]:
+    """Insert every row of the file at ``path`` in one transaction; return the rows per table.
+
+    :param replace: delete every agent (and so every row) first, in the same
+        transaction. Without it, a database that holds any agent is refused.
+    :raises TransferError: a line that is not valid, or a row the database refuses; nothing is imported.
+    """
+    with open(path, "rb") as lines, write_transaction(store.database):
+        agents = store.models.Agent
+        if replace:
+            agents.delete().execute()  # every other row cascades
+        else:
+            held = agents.select().count()
+            if held:
+                raise TransferError(path, f"the database already holds {held} agent(s); import into an empty "
+                                          "database, or pass --replace to delete them first")
+        return _Importer(store, path).run(lines, progress)
+
+
+class _Importer:
+    """Reads the lines, checks each row, and inserts them in batches (agents' batches before others)."""
+
+    def __init__(self, store: Store, path: str):
+        self.store, self.path, self.tables = store, path, _tables(store)
+        self.pending: dict[str, list[tuple[int, dict[peewee.Field, Any]]]] = {t: [] for t in self.tables}
+        self.counts = dict.fromkeys(self.tables, 0)
+        self.agent_types: dict[uuid.UUID, str] = {}
+        self.header_seen = False
+
+    def fail(self, line: int, reason: str) -> TransferError:
+        return TransferError(self.path, reason, line)
+
+    def run(self, lines: IO[bytes], progress: Progress) -> dict[str, int]:
+        for number, raw in enumerate(lines, start=1):
+            progress(1)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise self.fail(number, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            if number == 1:
+                self.header(text)
+                continue
+            if not text.strip():
+                continue
+            table, row = self.parse(number, text)
+            self.pending[table].append((number, row))
+            if len(self.pending[table]) >= BATCH:
+                self.flush(table)
+        if not self.header_seen:
+            raise self.fail(1, "the file is empty")
+        for table in self.tables:
+            self.flush(table)
+        return self.counts
+
+    def header(self, text: str) -> None:
+        try:
+            header = json.loads(text)
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise self.fail(1, f'not an optistate export: the first line must be {{"format": "{FORMAT}", ...}}')
+        if header.get("version") != VERSION:
+            found = header.get("version")
+            raise self.fail(1, f"export format version {found!r} is not supported (this optistate reads {VERSION})")
+        self.header_seen = True
+
+    def parse(self, number: int, text: str) -> tuple[str, dict[peewee.Field, Any]]:
+        try:
+            item = json.loads(text)
+        except ValueError as exc:
+            raise self.fail(number, f"not valid JSON ({exc})") from None
+        if not isinstance(item, dict) or set(item) != {"table", "row"} or not isinstance(item["row"], dict):
+            raise self.fail(number, 'expected {"table": ..., "row": {...}}')
+        table, data = item["table"], item["row"]
+        if table not in self.tables:
+            raise self.fail(number, f"unknown table {table!r}; expected one of {', '.join(self.tables)}")
+        model = self.tables[table]
+        columns = {f.column_name: f for f in model._meta.sorted_fields}
+        if set(data) != set(columns):
+            missing, extra = sorted(set(columns) - set(data)), sorted(set(data) - set(columns))
+            raise self.fail(number, f"{table} row: missing columns {missing or '-'}, unknown columns {extra or '-'}")
+        try:
+            row = {field: self.decode(field, data[column]) for column, field in columns.items()}
+            self.check(model, row)
+        except OptistateError as exc:
+            raise self.fail(number, f"{table}: {exc}") from None
+        return table, row
+
+    def decode(self, field: peewee.Field, value: Any) -> Any:
+        """The Python value of one exported cell, checked by the field as an INSERT would."""
+
+        def refuse(reason: str) -> ValidationError:
+            return ValidationError(field.column_name, value, reason, sensitive=field.name == "config_value")
+
+        if value is None:
+            if not field.null:
+                raise refuse("must not be null")
+            return None
+        if isinstance(field, (peewee.UUIDField, peewee.ForeignKeyField)):
+            try:
+                value = uuid.UUID(value)
+            except (TypeError, ValueError, AttributeError):
+                raise refuse("must be a UUID string") from None
+        elif isinstance(field, TimestampField):
+            try:
+                value = datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise refuse("must be an ISO-8601 timestamp") from None
+        elif isinstance(field, peewee.BooleanField) and not isinstance(value, bool):
+            raise refuse("must be true or false")
+        elif isinstance(field, peewee.IntegerField) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise refuse("must be an integer")
+        elif isinstance(field, (peewee.CharField, peewee.TextField)):
+            if not isinstance(value, str):
+                raise refuse("must be a string")
+            if isinstance(field, peewee.CharField) and len(value) > field.max_length:
+                raise refuse(f"is longer than {field.max_length} characters")
+        field.db_value(value)  # the field's own checks: choices, semver, finite floats, strict JSON
+        return value
+
+    def check(self, model: Any, row: dict[peewee.Field, Any]) -> None:
+        """Row-level rules: a row's agent comes earlier in the file, and a config value
+        parses as its type and passes the plugins' ``validate_config``."""
+        meta = model._meta
+        if meta.table_name == "agents":
+            self.agent_types[row[meta.fields["id"]]] = row[meta.fields["type"]]
+            return
+        agent = row[meta.fields["agent"]]
+        if agent not in self.agent_types:
+            raise ValidationError("agent_id", str(agent), "names no agent earlier in the file (agents come first)")
+        if meta.table_name == "agent_configs":
+            key, kind = row[meta.fields["config_key"]], row[meta.fields["config_type"]]
+            sensitive = row[meta.fields["is_sensitive"]]
+            value = parse_config_value(kind, row[meta.fields["config_value"]], key=key, sensitive=sensitive)
+            self.store.plugins.check_config(self.agent_types[agent], key, value, sensitive=sensitive)
+
+    def flush(self, table: str) -> None:
+        """Insert ``table``'s pending rows; on a refusal, find and name the line at fault."""
+        batch, self.pending[table] = self.pending[table], []
+        if not batch:
+            return
+        if table != "agents":
+            self.flush("agents")  # the agents of these rows may still be pending
+        model, database = self.tables[table], self.store.database
+        try:
+            with database.atomic():  # a savepoint: a refused batch leaves the transaction usable
+                model.insert_many([row for _, row in batch]).as_rowcount().execute()
+        except peewee.DatabaseError:
+            for number, row in batch:  # again row by row, to name the line the database refuses
+                try:
+                    with database.atomic():
+                        model.insert(row).as_rowcount().execute()
+                except peewee.DatabaseError as exc:
+                    raise self.fail(number, f"{table}: the database refused the row: {one_line(exc)}") from None
+        self.counts[table] += len(batch)
+
+
+def count_lines(path: str) -> int:
+    """The number of lines in ``path``, to size an import's progress bar."""
+    with open(path, "rb") as data:
+        return sum(1 for _ in data)
