@@ -73,6 +73,14 @@ class ConfigView:
                 "config key", key, f"agent {self._agent.name!r} has {', '.join(self) or 'none'}"
             ) from None
 
+    def entry(self, key: str) -> AgentConfig:
+        """The stored row of ``key``: canonical text, type, sensitivity, description.
+
+        :raises NotFoundError: the agent has no such key.
+        """
+        self[key]  # NotFoundError listing the agent's keys
+        return self._cache()[key]
+
     def get(self, key: str, default: Any = None) -> Any:
         row = self._cache().get(key)
         return default if row is None else row.value

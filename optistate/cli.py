@@ -15,7 +15,7 @@ from datetime import datetime
 import click
 
 from . import __version__, demo, schema, transfer
-from .agent import AgentHandle, ConfigView
+from .agent import AgentHandle
 from .cli_support import (
     DefaultListGroup,
     RootGroup,
@@ -38,7 +38,7 @@ from .cli_support import (
 )
 from .database import DEFAULT_URL, ENV_VAR
 from .metrics import AGGREGATES
-from .models import AgentConfig, AgentStatus, ConfigType
+from .models import AgentStatus, ConfigType
 from .registry import Registry
 
 __all__ = ["cli", "main"]
@@ -178,11 +178,6 @@ def config() -> None:
     """Read and change an agent's typed config: get, set, list."""
 
 
-def _entry(view: ConfigView, key: str) -> AgentConfig:
-    """The stored row of ``key``: its canonical text and whether it is sensitive."""
-    return next(row for row in view.entries() if row.config_key == key)
-
-
 @config.command("get")
 @click.argument("agent_name", metavar="AGENT")
 @click.argument("key")
@@ -191,9 +186,7 @@ def _entry(view: ConfigView, key: str) -> AgentConfig:
 @pass_session
 def config_get(session: Session, agent_name: str, key: str, reveal: bool, agent_type: str | None) -> None:
     """Print the value of KEY (its canonical text)."""
-    view = session.agent(agent_name, agent_type).config
-    view[key]  # raises NotFoundError listing the agent's keys
-    click.echo(shown(_entry(view, key), reveal))
+    click.echo(shown(session.agent(agent_name, agent_type).config.entry(key), reveal))
 
 
 @config.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -5
@@ -211,7 +204,7 @@ def config_set(session: Session, agent_name: str, key: str, value: str, config_t
     """Set KEY to VALUE, parsed as the key's type and checked by the agent's plugins."""
     handle = session.agent(agent_name, agent_type)
     handle.config.set(key, value, config_type=config_type, is_sensitive=sensitive, description=description)
-    row = _entry(handle.config, key)
+    row = handle.config.entry(key)
     click.echo(f"{handle.name}: {key} = {shown(row, False)} ({row.config_type})")
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "ConnectionError",
     "MigrationError",
     "PluginError",
+    "TransferError",
 ]
 
 MASK = "***"
@@ -95,3 +96,15 @@ class PluginError(OptistateError):
     def __init__(self, plugin: str, message: str):
         self.plugin = plugin
         super().__init__(f"plugin {plugin!r}: {message}")
+
+
+class TransferError(OptistateError, ValueError):
+    """An import that cannot go ahead; nothing was imported.
+
+    :param line: the 1-based line of the file at fault, if one is.
+    """
+
+    def __init__(self, path: str, reason: str, line: int | None = None):
+        self.path, self.reason, self.line = path, reason, line
+        where = f"{path}, line {line}" if line is not None else path
+        super().__init__(f"{where}: {reason}; nothing was imported")

@@ -27,7 +27,7 @@ import peewee
 
 from . import __version__
 from .database import is_sqlite, write_transaction
-from .errors import OptistateError, ValidationError
+from .errors import OptistateError, TransferError, ValidationError
 from .fields import TimestampField, dumps, utcnow
 from .models import parse_config_value
 from .store import Store
@@ -35,7 +35,6 @@ from .store import Store
 __all__ = [
     "FORMAT",
     "VERSION",
-    "TransferError",
     "export_file",
     "import_file",
     "to_json",
@@ -48,18 +47,6 @@ FORMAT, VERSION = "optistate", 1
 BATCH = 500  # rows per INSERT; 12 columns at most, well under SQLite's bound-variable limit
 
 Progress = Callable[[int], None]
-
-
-class TransferError(OptistateError, ValueError):
-    """An import that cannot go ahead; nothing was imported.
-
-    :param line: the 1-based line of the file at fault, if one is.
-    """
-
-    def __init__(self, path: str, reason: str, line: int | None = None):
-        self.path, self.reason, self.line = path, reason, line
-        where = f"{path}, line {line}" if line is not None else path
-        super().__init__(f"{where}: {reason}; nothing was imported")
 
 
 def _nothing(done: int) -> None:
