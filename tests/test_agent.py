@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -377,3 +380,41 @@ def test_two_stores_in_one_process_do_not_step_on_each_other(sqlite_url, pg_url)
 def test_every_error_is_an_optistate_error():
     for name in optistate.errors.__all__:
         assert issubclass(getattr(optistate.errors, name), OptistateError)
+
+
+def test_metadata_search_uses_the_gin_index_on_postgresql(pg_url):
+    with optistate.connect(pg_url) as store:
+        store.plugins.register(ProbePlugin(), name="probe")
+        agent = store.start_agent("probe")
+        points = ({"name": "m", "value": float(i), "metadata": {"region": f"r{i % 50}"}} for i in range(2000))
+        agent.record_metrics(points)
+        agent.flush()
+        store.database.execute_sql("ANALYZE agent_metrics")
+        store.database.execute_sql("SET enable_seqscan = off")  # a table this small would be scanned anyway
+        query = agent._metric_query(None, None, None, {"region": "r7"})
+        sql, params = query.sql()
+        plan = "\n".join(row[0] for row in store.database.execute_sql("EXPLAIN " + sql, params))
+        assert "agent_metrics_metadata_gin" in plan, plan
+        assert len(agent.metrics(where={"region": "r7"})) == 40
+
+
+def test_sensitive_values_stay_out_of_the_query_log(store, caplog):
+    store.plugins.register(ProbePlugin(), name="probe")
+    agent = store.start_agent("probe")
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        agent.config.set("api_key", "sk-live-logged", is_sensitive=True)
+        agent.config.refresh()
+    assert caplog.records, "peewee logged no queries: the check would prove nothing"
+    assert "sk-live-logged" not in caplog.text
+    assert agent.config["api_key"] == "sk-live-logged"
+
+
+def test_interpreter_exit_flushes_buffered_metrics(db_url):
+    script = (
+        "import optistate\n"
+        f"agent = optistate.connect({db_url!r}).start_agent('cost', name='exiting')\n"
+        "agent.record_metric('left_in_buffer', 42.0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    with optistate.connect(db_url) as store:
+        assert [m.metric_value for m in store.agent("exiting").metrics("left_in_buffer")] == [42.0]
