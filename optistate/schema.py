@@ -27,7 +27,6 @@ from .errors import MigrationError
 __all__ = ["HISTORY_TABLE", "MigrationStatus", "migrate", "rollback", "status"]
 
 HISTORY_TABLE = "optistate_migrations"
-DIRECTORY = os.path.dirname(os.path.abspath(importlib.import_module("optistate.migrations").__file__ or ""))
 _LOCK_KEY = 7_151_747_131  # any fixed bigint; every optistate process takes the same one
 
 
@@ -36,8 +35,20 @@ class MigrationStatus(NamedTuple):
     applied: bool
 
 
+def directory() -> str:
+    """Where the migration scripts are installed (``migrations/`` of the distribution)."""
+    try:
+        scripts = importlib.import_module("optistate.migrations")
+    except ModuleNotFoundError:
+        raise MigrationError(
+            "optistate.migrations is missing: this optistate is a source checkout that is not installed "
+            "(pip install -e .), or python runs in the checkout's root, which hides the installed copy"
+        ) from None
+    return os.path.dirname(os.path.abspath(scripts.__file__ or ""))
+
+
 def _runner(database: peewee.Database) -> Runner:
-    return Runner(database, DIRECTORY, table_name=HISTORY_TABLE)
+    return Runner(database, directory(), table_name=HISTORY_TABLE)
 
 
 def _locked(database: peewee.Database, action: str, target: str | None) -> list[str]:

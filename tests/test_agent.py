@@ -409,12 +409,13 @@ def test_sensitive_values_stay_out_of_the_query_log(store, caplog):
     assert agent.config["api_key"] == "sk-live-logged"
 
 
-def test_interpreter_exit_flushes_buffered_metrics(db_url):
+def test_interpreter_exit_flushes_buffered_metrics(db_url, tmp_path):
     script = (
         "import optistate\n"
         f"agent = optistate.connect({db_url!r}).start_agent('cost', name='exiting')\n"
         "agent.record_metric('left_in_buffer', 42.0)\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    # cwd: ``-c`` puts it on sys.path, and the checkout's root would hide the installed package
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=tmp_path)
     with optistate.connect(db_url) as store:
         assert [m.metric_value for m in store.agent("exiting").metrics("left_in_buffer")] == [42.0]
