@@ -85,6 +85,8 @@ def open_database(url: str | None = None) -> peewee.Database:
         raise ConfigurationError("database", redact(url), redact(str(exc))) from None
     if not database.database:
         raise ConfigurationError("database", redact(url), "names no database")
+    if scheme == "sqlite" and database.database != ":memory:" and not os.path.exists(database.database):
+        _create_private(database.database)
     try:
         database.connect(reuse_if_open=True)
         if scheme == "sqlite":
@@ -94,6 +96,17 @@ def open_database(url: str | None = None) -> peewee.Database:
     except TypeError as exc:  # an option in the URL's query string that the driver does not take
         raise ConfigurationError("database", redact(url), str(exc)) from None
     return database
+
+
+def _create_private(path: str) -> None:
+    """Create a new SQLite file readable by its owner only: sensitive config values live in it.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the same permissions.
+    """
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError:  # another process created it first, or SQLite will say why it cannot open it
+        pass
 
 
 def _use_wal(database: peewee.SqliteDatabase) -> None:

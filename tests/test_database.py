@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,9 @@ class TestErrors:
     )
     def test_redact(self, url, shown):
         assert redact(url) == shown
+
+
+def test_a_new_sqlite_file_is_private_to_its_owner(tmp_path):
+    path = tmp_path / "private.db"
+    open_database(f"sqlite:///{path}").close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
