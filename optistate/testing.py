@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import multiprocessing
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["PostgresUnavailable", "postgres_dsn", "find_pg_bin"]
+__all__ = ["PostgresUnavailable", "find_pg_bin", "postgres_dsn", "run_together"]
 
 
 class PostgresUnavailable(RuntimeError):
@@ -76,3 +78,29 @@ def postgres_dsn() -> Iterator[str]:
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _together(target: Callable[..., Any], args: tuple[Any, ...], barrier: Any, results: Any) -> None:
+    try:
+        barrier.wait(timeout=120)
+        results.put(("ok", target(*args)))
+    except BaseException as exc:  # reported to the parent
+        barrier.abort()
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def run_together(target: Callable[..., Any], args: tuple[Any, ...], processes: int) -> list[tuple[str, Any]]:
+    """Run ``target(*args)`` in ``processes`` spawned processes released at one moment.
+
+    :param target: a module-level function (spawn pickles it by name); its result must pickle.
+    :return: one ``("ok", result)`` or ``("error", "Type: message")`` per process, in finishing order.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    started = [ctx.Process(target=_together, args=(target, args, barrier, results)) for _ in range(processes)]
+    for process in started:
+        process.start()
+    outcomes = [results.get(timeout=300) for _ in started]
+    for process in started:
+        process.join(timeout=60)
+    return outcomes

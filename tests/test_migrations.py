@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from optistate.database import is_sqlite, open_database
 from optistate.errors import MigrationError
 from optistate.models import MODELS, Agent, AgentConfig
 from optistate.schema import HISTORY_TABLE, MigrationStatus
+from optistate.testing import run_together
 
 REPO = Path(__file__).resolve().parent.parent
 ALL = ["0001_agents", "0002_agent_state_tables"]
@@ -106,29 +106,17 @@ class TestMigrate:
         assert tables(empty) == {"agent_metrics"}  # 0001's agents table went with the failed run
 
 
-def _migrate_in_process(url: str, barrier, results) -> None:
-    """Run in a spawned process: connect, wait for the others, migrate, report."""
+def _migrate(url: str) -> list[str]:
+    db = open_database(url)
     try:
-        db = open_database(url)
-        barrier.wait(timeout=120)
-        results.put(("ok", schema.migrate(db)))
+        return schema.migrate(db)
+    finally:
         db.close()
-    except BaseException as exc:  # reported to the parent, which fails the test with it
-        barrier.abort()
-        results.put(("error", repr(exc)))
 
 
 def test_concurrent_migrate_from_processes(db_url):
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
-    processes = [ctx.Process(target=_migrate_in_process, args=(db_url, barrier, results)) for _ in range(PROCESSES)]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=300) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
+    outcomes = run_together(_migrate, (db_url,), PROCESSES)
 
-    assert [process.exitcode for process in processes] == [0] * PROCESSES
     assert [kind for kind, _ in outcomes] == ["ok"] * PROCESSES, outcomes
     assert sorted(name for _, names in outcomes for name in names) == ALL  # each applied by exactly one process
     db = open_database(db_url)
