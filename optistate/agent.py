@@ -28,16 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentHandle", "ConfigView", "Workflow"]
 
-_STATUSES = frozenset(s.value for s in AgentStatus)
-
-
-def _status(value: Any) -> str:
-    status = value.value if isinstance(value, AgentStatus) else value
-    if status not in _STATUSES:
-        raise ValidationError("status", value, f"must be one of {', '.join(s.value for s in AgentStatus)}")
-    return str(status)
-
-
 class ConfigView:
     """An agent's typed configuration, read through a per-agent cache.
 
@@ -227,8 +217,8 @@ class AgentHandle:
         model.update(**values).where(model.agent == self.id).execute()
 
     def set_status(self, status: str | AgentStatus) -> None:
-        """Set the run-time status (``agent_states.status``)."""
-        self._update_state(status=_status(status))
+        """Set the run-time status (``agent_states.status``); the field refuses an unknown one."""
+        self._update_state(status=status)
 
     def set_resource_usage(self, usage: Mapping[str, Any]) -> None:
         """Replace ``agent_states.resource_usage``, e.g. ``{"cpu_percent": 41.5}``."""

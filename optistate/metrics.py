@@ -20,7 +20,7 @@ import peewee
 from .database import is_sqlite, write_transaction
 from .errors import ValidationError
 from .fields import as_utc, dumps, finite_float, utcnow
-from .models import MetricType
+from .models import AgentMetric
 
 __all__ = ["AGGREGATES", "MetricBuffer", "aggregate_expression"]
 
@@ -31,7 +31,6 @@ AGGREGATES = {
     "sum": peewee.fn.SUM,
     "count": peewee.fn.COUNT,
 }
-_TYPES = frozenset(t.value for t in MetricType)
 _COLUMNS = (
     "id",
     "agent_id",
@@ -60,9 +59,7 @@ def _point(
     number = finite_float("metric_value", value)
     if unit is not None and not isinstance(unit, str):
         raise ValidationError("metric_unit", unit, "must be a string or None")
-    kind = metric_type.value if isinstance(metric_type, MetricType) else metric_type
-    if kind not in _TYPES:
-        raise ValidationError("metric_type", metric_type, f"must be one of {', '.join(sorted(_TYPES))}")
+    kind = AgentMetric.metric_type.db_value(metric_type)  # refuses an unknown type, naming it
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, Mapping):

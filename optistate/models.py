@@ -27,7 +27,17 @@ from typing import Any
 import peewee
 
 from .errors import IntegrityError, ValidationError
-from .fields import ChoiceField, FiniteFloatField, JSONField, SemverField, StringField, TimestampField, utcnow
+from .fields import (
+    ChoiceField,
+    FiniteFloatField,
+    JSONField,
+    SemverField,
+    StringField,
+    TimestampField,
+    dumps,
+    finite_float,
+    utcnow,
+)
 
 __all__ = [
     "Agent",
@@ -122,8 +132,6 @@ def format_config_value(config_type: str, value: Any, *, key: str = "config_valu
         if isinstance(value, str):
             parse_config_value(kind, value, key=key, sensitive=sensitive)
             return value
-        from .fields import dumps
-
         try:
             return dumps(value)
         except (TypeError, ValueError):
@@ -140,8 +148,6 @@ def format_config_value(config_type: str, value: Any, *, key: str = "config_valu
         if isinstance(value, float) and not value.is_integer():
             raise ValidationError(key, value, "must be a whole number", sensitive=sensitive)
         return str(int(value))
-    from .fields import finite_float
-
     number = finite_float(key, value)
     if kind is ConfigType.NUMBER and isinstance(value, int):
         return str(value)

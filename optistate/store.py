@@ -109,10 +109,13 @@ class Store:
         kind = self.plugins.agent_type(type)
         name = type if name is None else name
         for field, value in (("name", name), ("version", version)):
-            if not isinstance(value, str) or not value or len(value) > (255 if field == "name" else 64):
+            if not isinstance(value, str) or not value:
                 raise ValidationError(field, value, "must be a non-empty string")
         if endpoint is not None and not isinstance(endpoint, str):
             raise ValidationError("endpoint", endpoint, "must be a string or None")
+        fields = self.models.Agent._meta.fields
+        for field, text in (("name", name), ("version", version), ("endpoint", endpoint)):
+            fields[field].db_value(text)  # the lengths; the reused PostgreSQL statement skips the fields
         try:
             row = self._register(kind, name, version, endpoint)
         except peewee.IntegrityError as exc:

@@ -127,6 +127,10 @@ class TestStart:
             store.start_agent("probe", name="")
         with pytest.raises(ValidationError, match="endpoint"):
             store.start_agent("probe", name="x", endpoint=42)
+        with pytest.raises(ValidationError, match=r"endpoint=.*longer than 1024"):
+            store.start_agent("probe", name="x", endpoint="h" * 1025)
+        with pytest.raises(ValidationError, match=r"name=.*longer than 255"):
+            store.start_agent("probe", name="n" * 256)
         assert counts(store)["Agent"] == 0
 
     def test_attach_by_name_and_list(self, store, probe):
