@@ -13,9 +13,11 @@ Plugin authors need only :data:`hookimpl`, :class:`Config` and :class:`Capabilit
 from importlib.metadata import PackageNotFoundError, version
 
 from . import errors
-from .agent import AgentHandle, ConfigView, Workflow
+from .agent import AgentHandle, Workflow
+from .config import ConfigView
+from .defaults import AgentType, Capability, Config
 from .hookspecs import hookimpl
-from .registry import AgentType, Capability, Config, Registry
+from .registry import Registry
 from .store import Store, connect
 
 try:

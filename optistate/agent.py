@@ -13,139 +13,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import peewee
-
+from .config import ConfigView
 from .database import is_sqlite, write_transaction
 from .errors import NotFoundError, ValidationError
 from .fields import utcnow
-from .metrics import MetricBuffer, aggregate_expression
-from .models import AgentStatus, ConfigType, format_config_value, parse_config_value
+from .metrics import MetricBuffer, MetricReader
+from .models import AgentStatus
 from .versions import highest
 
 if TYPE_CHECKING:
-    from .models import Agent, AgentCapability, AgentConfig, AgentMetric, AgentState
+    from .models import Agent, AgentCapability, AgentMetric, AgentState
     from .store import Store
 
-__all__ = ["AgentHandle", "ConfigView", "Workflow"]
-
-class ConfigView:
-    """An agent's typed configuration, read through a per-agent cache.
-
-    ``view[key]`` is the parsed value; ``view.entries()`` the rows. Sensitive
-    values never show in ``repr``; read them with ``view[key]``.
-    """
-
-    def __init__(self, agent: AgentHandle):
-        self._agent = agent
-        self._rows: dict[str, AgentConfig] | None = None
-
-    def _cache(self) -> dict[str, AgentConfig]:
-        if self._rows is None:
-            self.refresh()
-        assert self._rows is not None
-        return self._rows
-
-    def refresh(self) -> None:
-        """Re-read every config of the agent from the database (one SELECT)."""
-        model = self._agent.store.models.AgentConfig
-        rows = model.select().where(model.agent == self._agent.id).order_by(model.config_key)
-        self._rows = {row.config_key: row for row in rows}
-
-    def entries(self) -> list[AgentConfig]:
-        """The config rows, ordered by key."""
-        return list(self._cache().values())
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self._cache()[key].value
-        except KeyError:
-            raise NotFoundError(
-                "config key", key, f"agent {self._agent.name!r} has {', '.join(self) or 'none'}"
-            ) from None
-
-    def entry(self, key: str) -> AgentConfig:
-        """The stored row of ``key``: canonical text, type, sensitivity, description.
-
-        :raises NotFoundError: the agent has no such key.
-        """
-        self[key]  # NotFoundError listing the agent's keys
-        return self._cache()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        row = self._cache().get(key)
-        return default if row is None else row.value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._cache()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._cache()))
-
-    def __len__(self) -> int:
-        return len(self._cache())
-
-    def set(
-        self,
-        key: str,
-        value: Any,
-        *,
-        config_type: str | ConfigType | None = None,
-        is_sensitive: bool | None = None,
-        description: str | None = None,
-    ) -> None:
-        """Validate and store ``value`` under ``key``.
-
-        An existing key keeps its type; a new key needs ``config_type``. The
-        value must parse as the type and pass every plugin's
-        ``validate_config``; otherwise :class:`ValidationError`, and nothing is stored.
-        """
-        agent, model = self._agent, self._agent.store.models.AgentConfig
-        if not isinstance(key, str) or not key or len(key) > 255:
-            raise ValidationError("config_key", key, "must be a non-empty string of at most 255 characters")
-        kind = config_type.value if isinstance(config_type, ConfigType) else config_type
-        with write_transaction(agent.store.database):
-            current = model.get_or_none((model.agent == agent.id) & (model.config_key == key))
-            if current is not None:
-                if kind is not None and kind != current.config_type:
-                    raise ValidationError(
-                        "config_type",
-                        kind,
-                        f"{key!r} is stored as {current.config_type}; an existing key keeps its type",
-                    )
-                kind = current.config_type
-                sensitive = current.is_sensitive if is_sensitive is None else bool(is_sensitive)
-            elif kind is None:
-                raise ValidationError("config_type", None, f"required for the new key {key!r}")
-            else:
-                sensitive = bool(is_sensitive)
-            text = format_config_value(kind, value, key=key, sensitive=sensitive)
-            agent.store.plugins.check_config(
-                agent.type, key, parse_config_value(kind, text, key=key, sensitive=sensitive), sensitive=sensitive
-            )
-            now = utcnow()
-            update = {model.config_value: text, model.is_sensitive: sensitive, model.updated_at: now}
-            if description is not None:
-                update[model.description] = description
-            (
-                model.insert(
-                    agent=agent.id,
-                    config_key=key,
-                    config_value=text,
-                    config_type=kind,
-                    description=description,
-                    is_sensitive=sensitive,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict(conflict_target=[model.agent, model.config_key], update=update)
-                .execute()
-            )
-        self._rows = None
-
-    def __repr__(self) -> str:
-        shown = ", ".join(repr(row) for row in self._cache().values())
-        return f"<ConfigView {self._agent.name}: [{shown}]>"
-
+__all__ = ["AgentHandle", "Workflow"]
 
 class Workflow:
     """The workflow an agent is running; :meth:`update` merges into ``workflow_data``."""
@@ -172,6 +52,7 @@ class AgentHandle:
         self.store, self.id, self.type, self.name = store, row.id, row.type, row.name
         self.config = ConfigView(self)
         self._metrics = MetricBuffer(store.database, store.models.AgentMetric, row.id, self.buffer_size)
+        self.metric_reader = MetricReader(store.models.AgentMetric, row.id)
         self._heartbeat_sql = self._heartbeat_statements()
         self._ident = store.models.Agent.id.db_value(row.id)
         self._stamp = store.models.Agent.last_heartbeat.db_value
@@ -325,22 +206,6 @@ class AgentHandle:
         """Write the buffered points; return how many."""
         return self._metrics.flush()
 
-    def _metric_query(
-        self, name: str | None, since: datetime | None, until: datetime | None, where: Mapping[str, Any] | None
-    ) -> Any:
-        model = self.store.models.AgentMetric
-        query = model.select().where(model.agent == self.id)
-        if name is not None:
-            query = query.where(model.metric_name == name)
-        if since is not None:
-            query = query.where(model.collection_timestamp >= since)
-        if until is not None:
-            query = query.where(model.collection_timestamp <= until)
-        if where:
-            # JSON containment: @> on PostgreSQL (served by the GIN index), the same rows on SQLite.
-            query = query.where(model.metadata.contains(dict(where)))
-        return query
-
     def metrics(
         self,
         name: str | None = None,
@@ -350,9 +215,7 @@ class AgentHandle:
         limit: int | None = None,
     ) -> list[AgentMetric]:
         """Stored points, oldest first, filtered by name, time range and metadata containment."""
-        model = self.store.models.AgentMetric
-        query = self._metric_query(name, since, until, where).order_by(model.collection_timestamp, model.metric_name)
-        return list(query.limit(limit) if limit is not None else query)
+        return self.metric_reader.points(name, since, until, where, limit)
 
     def aggregate(
         self,
@@ -363,31 +226,11 @@ class AgentHandle:
         where: Mapping[str, Any] | None = None,
     ) -> float | int | None:
         """``avg``, ``min``, ``max``, ``sum`` or ``count`` of a metric's values; None when no point matches."""
-        model = self.store.models.AgentMetric
-        expression = aggregate_expression(func, model.metric_value)
-        result = self._metric_query(name, since, until, where).select(expression).scalar()
-        if func == "count":
-            return int(result or 0)
-        return None if result is None else float(result)
+        return self.metric_reader.aggregate(name, func, since, until, where)
 
     def latest_metrics(self) -> list[AgentMetric]:
         """The newest point of each metric name, by name."""
-        model = self.store.models.AgentMetric
-        newest = (
-            model.select(model.metric_name, peewee.fn.MAX(model.collection_timestamp).alias("at"))
-            .where(model.agent == self.id)
-            .group_by(model.metric_name)
-        )
-        rows = (
-            model.select()
-            .join(newest, on=(model.metric_name == newest.c.metric_name) & (model.collection_timestamp == newest.c.at))
-            .where(model.agent == self.id)
-            .order_by(model.metric_name)
-        )
-        latest: dict[str, AgentMetric] = {}
-        for row in rows:
-            latest.setdefault(row.metric_name, row)
-        return list(latest.values())
+        return self.metric_reader.latest()
 
     # -- lifecycle ----------------------------------------------------------------
 

@@ -82,7 +82,7 @@ def demo_command(session: Session, reset: bool, as_json: bool) -> None:
     agents = demo.run(store, reset=reset)
     ids = {str(a.id): a for a in agents}
     rows = [dict(row, latest_metrics=[transfer.to_json(m) for m in ids[row["id"]].latest_metrics()])
-            for row in demo.overview(store) if row["id"] in ids]
+            for row in store.overview() if row["id"] in ids]
     if as_json:
         echo_json({"database": store.url, "agents": rows})
         return
@@ -133,7 +133,7 @@ def migrate(session: Session, show_status: bool, down: str | None, as_json: bool
 @pass_session
 def agents(session: Session, agent_type: str | None, status: str | None, as_json: bool) -> None:
     """List agents: run-time status, workflow, heartbeat, counts."""
-    rows = demo.overview(session.store(), agent_type, status)
+    rows = session.store().overview(agent_type, status)
     if as_json:
         echo_json(rows)
     else:

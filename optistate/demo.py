@@ -10,18 +10,15 @@ Running it again stores no second set of defaults.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-
-import peewee
 
 from .agent import AgentHandle
 from .database import write_transaction
 from .fields import utcnow
 from .store import Store
 
-__all__ = ["AGENTS", "METRICS", "QualityThresholdBreach", "overview", "run"]
+__all__ = ["AGENTS", "METRICS", "QualityThresholdBreach", "run"]
 
 CUSTOMER = "550e8400-e29b-41d4-a716-446655440000"
 
@@ -131,53 +128,3 @@ def run(store: Store, *, reset: bool = False) -> list[AgentHandle]:
         WORKFLOWS[agent.type](agent, now)
         agent.flush()
     return agents
-
-
-def overview(store: Store, type: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-    """One summary per agent, by type then name, in three queries whatever the number of agents.
-
-    ``status`` filters on the run-time status (``agent_states.status``), which
-    is also the ``status`` reported; ``registered_status`` is ``agents.status``.
-    """
-    m, now = store.models, utcnow()
-    query = (
-        m.Agent.select(m.Agent, m.AgentState)
-        .join(m.AgentState, peewee.JOIN.LEFT_OUTER, on=(m.AgentState.agent == m.Agent.id), attr="run_state")
-        .order_by(m.Agent.type, m.Agent.name)
-    )
-    if type is not None:
-        query = query.where(m.Agent.type == type)
-    if status is not None:
-        query = query.where(m.AgentState.status == status)
-    configs = _per_agent(m.AgentConfig.select(m.AgentConfig.agent, peewee.fn.COUNT(m.AgentConfig.id)))
-    enabled = peewee.Case(None, [(m.AgentCapability.is_enabled == True, 1)], 0)  # noqa: E712 - SQL, not Python
-    capabilities = _per_agent(
-        m.AgentCapability.select(m.AgentCapability.agent, peewee.fn.COUNT(m.AgentCapability.id), peewee.fn.SUM(enabled))
-    )
-    rows = []
-    for agent in query:
-        state = getattr(agent, "run_state", None)
-        state = state if state is not None and state.id is not None else None
-        heartbeat = state.last_heartbeat if state is not None else agent.last_heartbeat
-        total, on = capabilities.get(agent.id, (0, 0))
-        rows.append({
-            "id": str(agent.id), "type": agent.type, "name": agent.name, "version": agent.version,
-            "endpoint": agent.endpoint, "registered_status": agent.status,
-            "status": state.status if state is not None else agent.status,
-            "workflow": state.current_workflow if state is not None else None,
-            "workflow_data": state.workflow_data if state is not None else {},
-            "locks": state.resource_locks if state is not None else [],
-            "error_count": state.error_count if state is not None else 0,
-            "last_error": state.last_error if state is not None else None,
-            "last_heartbeat": heartbeat.isoformat(timespec="microseconds"),
-            "heartbeat_age_seconds": round((now - heartbeat).total_seconds(), 3),
-            "configs": configs.get(agent.id, (0,))[0],
-            "capabilities": int(total), "capabilities_enabled": int(on or 0),
-        })
-    return rows
-
-
-def _per_agent(query: Any) -> Mapping[Any, tuple[Any, ...]]:
-    """``{agent_id: (aggregates...)}`` for a query selecting the agent column and aggregates."""
-    field = query.model.agent
-    return {row[0]: row[1:] for row in query.group_by(field).tuples()}

@@ -22,7 +22,7 @@ from .errors import ValidationError
 from .fields import as_utc, dumps, finite_float, utcnow
 from .models import AgentMetric
 
-__all__ = ["AGGREGATES", "MetricBuffer", "aggregate_expression"]
+__all__ = ["AGGREGATES", "MetricBuffer", "MetricReader", "aggregate_expression"]
 
 AGGREGATES = {
     "avg": peewee.fn.AVG,
@@ -142,6 +142,78 @@ class MetricBuffer:
             for start in range(0, len(values), _SQLITE_BATCH):
                 query = model.insert_many(values[start : start + _SQLITE_BATCH], fields=fields)
                 self.database.execute(query)
+
+
+class MetricReader:
+    """The stored points of one agent."""
+
+    def __init__(self, model: Any, agent_id: uuid.UUID):
+        self.model, self.agent_id = model, agent_id
+
+    def select(
+        self, name: str | None, since: datetime | None, until: datetime | None, where: Mapping[str, Any] | None
+    ) -> Any:
+        """The points' query: by name, time range and metadata containment."""
+        model = self.model
+        query = model.select().where(model.agent == self.agent_id)
+        if name is not None:
+            query = query.where(model.metric_name == name)
+        if since is not None:
+            query = query.where(model.collection_timestamp >= since)
+        if until is not None:
+            query = query.where(model.collection_timestamp <= until)
+        if where:
+            # JSON containment: @> on PostgreSQL (served by the GIN index), the same rows on SQLite.
+            query = query.where(model.metadata.contains(dict(where)))
+        return query
+
+    def points(
+        self,
+        name: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        where: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[AgentMetric]:
+        """Stored points, oldest first, filtered by name, time range and metadata containment."""
+        model = self.model
+        query = self.select(name, since, until, where).order_by(model.collection_timestamp, model.metric_name)
+        return list(query.limit(limit) if limit is not None else query)
+
+    def aggregate(
+        self,
+        name: str,
+        func: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> float | int | None:
+        """``avg``, ``min``, ``max``, ``sum`` or ``count`` of a metric's values; None when no point matches."""
+        model = self.model
+        expression = aggregate_expression(func, model.metric_value)
+        result = self.select(name, since, until, where).select(expression).scalar()
+        if func == "count":
+            return int(result or 0)
+        return None if result is None else float(result)
+
+    def latest(self) -> list[AgentMetric]:
+        """The newest point of each metric name, by name."""
+        model = self.model
+        newest = (
+            model.select(model.metric_name, peewee.fn.MAX(model.collection_timestamp).alias("at"))
+            .where(model.agent == self.agent_id)
+            .group_by(model.metric_name)
+        )
+        rows = (
+            model.select()
+            .join(newest, on=(model.metric_name == newest.c.metric_name) & (model.collection_timestamp == newest.c.at))
+            .where(model.agent == self.agent_id)
+            .order_by(model.metric_name)
+        )
+        latest: dict[str, AgentMetric] = {}
+        for row in rows:
+            latest.setdefault(row.metric_name, row)
+        return list(latest.values())
 
 
 def aggregate_expression(func: str, field: peewee.Field) -> Any:

@@ -14,27 +14,21 @@ import atexit
 import logging
 import uuid
 import weakref
-from collections.abc import Iterator
-from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import Any
 
 import peewee
 
 from .agent import AgentHandle
-from .database import is_sqlite, open_database, redact, resolve_url, write_transaction
+from .database import open_database, redact, resolve_url
 from .errors import IntegrityError, NotFoundError, ValidationError
 from .fields import utcnow
-from .models import MODELS, Agent, AgentStatus, bound_models
-from .registry import AgentType, Registry
+from .models import MODELS, Agent, bound_models
+from .registration import Registrar
+from .registry import Registry
 from .schema import migrate as apply_migrations
 
 __all__ = ["Store", "connect"]
-
-# Stand-ins for the values that change from one start_agent to the next (see _statement_template).
-_NAME, _VERSION, _ENDPOINT = "\x00name", "\x00version", "\x00endpoint"
-_NOW = datetime(2000, 1, 1, 0, 0, 0, 424242, tzinfo=timezone.utc)
-_STAND_INS = (_NAME, _VERSION, _ENDPOINT, _NOW)
-_NEW_ID = object()
 
 log = logging.getLogger("optistate")
 _running: weakref.WeakSet[AgentHandle] = weakref.WeakSet()
@@ -71,7 +65,7 @@ class Store:
         self.database, self.plugins, self.url = database, plugins, url
         self.models = bound_models(database)
         self._agents: dict[Any, AgentHandle] = {}
-        self._statements: dict[int, tuple[AgentType, str, list[Any]]] = {}
+        self._registrar = Registrar(database, self.models)
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -117,7 +111,7 @@ class Store:
         for field, text in (("name", name), ("version", version), ("endpoint", endpoint)):
             fields[field].db_value(text)  # the lengths; the reused PostgreSQL statement skips the fields
         try:
-            row = self._register(kind, name, version, endpoint)
+            row = self._registrar.register(kind, name, version, endpoint)
         except peewee.IntegrityError as exc:
             raise IntegrityError.from_driver(exc) from None
         agent = AgentHandle(self, row)
@@ -125,114 +119,6 @@ class Store:
         _running.add(agent)
         self.plugins.notify("agent_started", agent=agent)  # a failing plugin is logged there, by name
         return agent
-
-    def _register(self, kind: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
-        now = utcnow()
-        if is_sqlite(self.database):
-            with write_transaction(self.database):
-                upsert = self._upsert(kind, uuid.uuid4(), name, version, endpoint, now)
-                agent_id = next(iter(upsert.execute())).id
-                for query in self._defaults(kind, agent_id, now):
-                    query.execute()
-        else:
-            agent_id = self._register_in_one_statement(kind, name, version, endpoint, now)
-        status = AgentStatus.ACTIVE.value
-        return self.models.Agent(
-            id=agent_id, type=kind.name, name=name, version=version, status=status, endpoint=endpoint,
-            last_heartbeat=now, __no_default__=1,
-        )  # fmt: skip
-
-    def _upsert(
-        self, kind: AgentType, ident: uuid.UUID, name: str, version: str, endpoint: str | None, now: datetime
-    ) -> Any:
-        agent = self.models.Agent
-        row = {"id": ident, "type": kind.name, "name": name, "version": version, "endpoint": endpoint}
-        kept = [agent.version, agent.endpoint, agent.status, agent.last_heartbeat, agent.updated_at]
-        return (
-            agent.insert(row, status=AgentStatus.ACTIVE.value, last_heartbeat=now, created_at=now, updated_at=now)
-            .on_conflict(conflict_target=[agent.type, agent.name], preserve=kept)
-            .returning(agent.id)
-        )
-
-    def _register_in_one_statement(
-        self, kind: AgentType, name: str, version: str, endpoint: str | None, now: datetime
-    ) -> uuid.UUID:
-        """PostgreSQL: the upsert and the default inserts as data-modifying CTEs, one round trip.
-
-        peewee builds the statement once per agent type, from stand-in values;
-        later starts reuse its SQL with their own values where the stand-ins
-        were, and new row ids. Building the SQL costs more than the round trip.
-        """
-        cached = self._statements.get(id(kind))
-        if cached is None or cached[0] is not kind:
-            cached = self._statements[id(kind)] = (kind, *self._statement_template(kind))
-        _, sql, slots = cached
-        given = {_NAME: name, _VERSION: version, _ENDPOINT: endpoint, _NOW: now}
-        params = [uuid.uuid4().hex if p is _NEW_ID else given[p] if p in _STAND_INS else p for p in slots]
-        return uuid.UUID(str(self.database.execute_sql(sql, params).fetchone()[0]))
-
-    def _statement_template(self, kind: AgentType) -> tuple[str, list[Any]]:
-        """``kind``'s registration SQL, and its parameters with :data:`_NEW_ID` where a row id goes."""
-        made = [uuid.UUID(int=i) for i in range(1, 2 + len(kind.configs) + len(kind.capabilities) + 1)]
-        ids = iter(made)
-        registered = self._upsert(kind, next(ids), _NAME, _VERSION, _ENDPOINT, _NOW).cte("registered")
-        ref = peewee.Select([registered], [registered.c.id])
-        writes = [query.cte(f"defaults_{i}") for i, query in enumerate(self._defaults(kind, ref, _NOW, ids))]
-        sql, params = registered.select_from(registered.c.id).with_cte(registered, *writes).sql()
-        hexes = {ident.hex for ident in made}
-        return sql, [_NEW_ID if isinstance(p, str) and p in hexes else p for p in params]
-
-    def _defaults(
-        self, kind: AgentType, agent: Any, now: datetime, ids: Iterator[uuid.UUID] | None = None
-    ) -> list[Any]:
-        """The inserts of ``kind``'s missing defaults and of the state row, for ``agent`` (an id or a subquery)."""
-        m = self.models
-        stamps = {"agent": agent, "created_at": now, "updated_at": now}
-        new_id = (lambda: next(ids)) if ids is not None else uuid.uuid4
-        queries = []
-        if kind.configs:
-            rows = [
-                dict(
-                    stamps,
-                    id=new_id(),
-                    config_key=c.key,
-                    config_value=c.config_value,
-                    config_type=c.type,
-                    description=c.description,
-                    is_sensitive=c.sensitive,
-                )
-                for c in kind.configs
-            ]
-            target = [m.AgentConfig.agent, m.AgentConfig.config_key]
-            queries.append(m.AgentConfig.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
-        if kind.capabilities:
-            rows = [
-                dict(
-                    stamps,
-                    id=new_id(),
-                    capability_name=c.name,
-                    capability_version=c.version,
-                    description=c.description,
-                    parameters=dict(c.parameters),
-                    is_enabled=c.enabled,
-                )
-                for c in kind.capabilities
-            ]
-            target = [m.AgentCapability.agent, m.AgentCapability.capability_name, m.AgentCapability.capability_version]
-            queries.append(m.AgentCapability.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
-        state = m.AgentState.insert(
-            stamps,
-            id=new_id(),
-            status=AgentStatus.IDLE.value,
-            workflow_data={},
-            resource_locks=[],
-            error_count=0,
-            last_heartbeat=now,
-            resource_usage={},
-            metadata={},
-        )
-        queries.append(state.on_conflict(conflict_target=[m.AgentState.agent], preserve=[m.AgentState.last_heartbeat]))
-        return queries
 
     def agent(self, name: str, type: str | None = None) -> AgentHandle:
         """An existing agent, by name (and type, where names repeat across types) or by id.
@@ -266,3 +152,51 @@ class Store:
         if status is not None:
             query = query.where(model.status == status)
         return list(query)
+
+    def overview(self, type: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """One summary per agent, by type then name, in three queries whatever the number of agents.
+
+        ``status`` filters on the run-time status (``agent_states.status``), which
+        is also the ``status`` reported; ``registered_status`` is ``agents.status``.
+        """
+        m, now = self.models, utcnow()
+        query = (
+            m.Agent.select(m.Agent, m.AgentState)
+            .join(m.AgentState, peewee.JOIN.LEFT_OUTER, on=(m.AgentState.agent == m.Agent.id), attr="run_state")
+            .order_by(m.Agent.type, m.Agent.name)
+        )
+        if type is not None:
+            query = query.where(m.Agent.type == type)
+        if status is not None:
+            query = query.where(m.AgentState.status == status)
+        configs = _per_agent(m.AgentConfig.select(m.AgentConfig.agent, peewee.fn.COUNT(m.AgentConfig.id)))
+        enabled = peewee.Case(None, [(m.AgentCapability.is_enabled == True, 1)], 0)  # noqa: E712 - SQL, not Python
+        cap = m.AgentCapability
+        capabilities = _per_agent(cap.select(cap.agent, peewee.fn.COUNT(cap.id), peewee.fn.SUM(enabled)))
+        rows = []
+        for agent in query:
+            state = getattr(agent, "run_state", None)
+            state = state if state is not None and state.id is not None else None
+            heartbeat = state.last_heartbeat if state is not None else agent.last_heartbeat
+            total, on = capabilities.get(agent.id, (0, 0))
+            rows.append({
+                "id": str(agent.id), "type": agent.type, "name": agent.name, "version": agent.version,
+                "endpoint": agent.endpoint, "registered_status": agent.status,
+                "status": state.status if state is not None else agent.status,
+                "workflow": state.current_workflow if state is not None else None,
+                "workflow_data": state.workflow_data if state is not None else {},
+                "locks": state.resource_locks if state is not None else [],
+                "error_count": state.error_count if state is not None else 0,
+                "last_error": state.last_error if state is not None else None,
+                "last_heartbeat": heartbeat.isoformat(timespec="microseconds"),
+                "heartbeat_age_seconds": round((now - heartbeat).total_seconds(), 3),
+                "configs": configs.get(agent.id, (0,))[0],
+                "capabilities": int(total), "capabilities_enabled": int(on or 0),
+            })
+        return rows
+
+
+def _per_agent(query: Any) -> Mapping[Any, tuple[Any, ...]]:
+    """``{agent_id: (aggregates...)}`` for a query selecting the agent column and aggregates."""
+    field = query.model.agent
+    return {row[0]: row[1:] for row in query.group_by(field).tuples()}

@@ -395,7 +395,7 @@ def test_metadata_search_uses_the_gin_index_on_postgresql(pg_url):
         agent.flush()
         store.database.execute_sql("ANALYZE agent_metrics")
         store.database.execute_sql("SET enable_seqscan = off")  # a table this small would be scanned anyway
-        query = agent._metric_query(None, None, None, {"region": "r7"})
+        query = agent.metric_reader.select(None, None, None, {"region": "r7"})
         sql, params = query.sql()
         plan = "\n".join(row[0] for row in store.database.execute_sql("EXPLAIN " + sql, params))
         assert "agent_metrics_metadata_gin" in plan, plan

@@ -127,11 +127,11 @@ def test_demo_json(db_url):
 def test_overview_queries_do_not_grow_with_agents(store):
     demo.run(store)
     with count_queries() as few:
-        assert len(demo.overview(store)) == 4
+        assert len(store.overview()) == 4
     for i in range(6):
         store.start_agent("cost", f"Extra {i}")
     with count_queries() as many:
-        assert len(demo.overview(store)) == 10
+        assert len(store.overview()) == 10
     assert few.count == many.count == 3
 
 
@@ -143,4 +143,4 @@ def test_overview_queries_do_not_grow_with_agents(store):
 ])
 def test_overview_filters_by_type_and_run_time_status(store, kind, status, names):
     demo.run(store)
-    assert [row["name"] for row in demo.overview(store, kind, status)] == names
+    assert [row["name"] for row in store.overview(kind, status)] == names
