@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 import click
 
-from . import __version__, demo, schema, transfer
+from . import __version__, demo, scaffold, schema, transfer
 from .agent import AgentHandle
 from .cli_support import (
     DefaultListGroup,
@@ -319,6 +320,35 @@ def plugins(as_json: bool) -> None:
         table(["NAME", "DISTRIBUTION", "VERSION", "HOOKS", "AGENT TYPES", "ERROR"],
               [[r["name"], r["distribution"], r["version"], r["hooks"], r["agent_types"], r["error"]] for r in rows],
               "no plugins")
+
+
+@cli.group()
+def plugin() -> None:
+    """Start a plugin of your own: plugin new NAME."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", metavar="DIR", default=".", show_default=True,
+              help="Write the distribution into DIR/NAME (DIR is created if missing).")
+def plugin_new(name: str, directory: str) -> None:
+    """Write an installable plugin distribution for the agent type NAME.
+
+    DIR/NAME gets pyproject.toml, setup.cfg (entry point NAME in the optistate
+    group), the module optistate_NAME.py with the type's defaults and a
+    check, and tests/ using optistate's pytest fixtures. Nothing is written
+    if NAME is malformed or taken, or DIR/NAME is not empty.
+
+    \b
+    optistate plugin new crawler && pip install './crawler[test]' && pytest crawler
+    """
+    files = scaffold.new_plugin(name, directory)
+    folder = Path(directory, name)
+    shown = str(folder) if folder.is_absolute() else f"./{folder}"  # pip reads a bare `crawler` as a project name
+    click.echo(f"wrote optistate-{name} in {shown}:")
+    for path in files:
+        click.echo(f"  {path.relative_to(folder)}")
+    click.echo(f"Next: pip install '{shown}[test]' && pytest {shown}")
 
 
 @cli.command("export")
