@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
 import statistics
 import time
 import uuid
@@ -25,8 +24,8 @@ import psycopg2
 from playhouse.test_utils import count_queries
 
 import optistate
-from optistate.database import _REDACT
-from optistate.metrics import _COLUMNS, _COPY_ESCAPES
+from optistate.database import query_log_parameters
+from optistate.metrics import COLUMNS, COPY_ESCAPES
 from optistate.testing import postgres_dsn
 
 
@@ -56,8 +55,7 @@ def report(label: str, ours: float, raw: float, unit: str = "µs", scale: float 
 def captured(fn: Callable[[], Any]) -> tuple[Any, list[tuple[str, Any]]]:
     """Run ``fn`` and return its result and the (sql, params) peewee sent."""
     # optistate masks config-write parameters in peewee's log; the bench replays them, so it needs them whole.
-    logging.getLogger("peewee").removeFilter(_REDACT)
-    with count_queries() as counter:
+    with query_log_parameters(), count_queries() as counter:
         result = fn()
     return result, [record.msg for record in counter.get_queries()]
 
@@ -135,7 +133,7 @@ def bench_config(store: optistate.Store, raw: Any, repeat: int) -> None:
 
 def bench_ingest(store: optistate.Store, raw: Any, points: int) -> None:
     agent = store.start_agent("performance", name="ingest")
-    agent._metrics.size = points + 1  # one flush, as the raw side does one COPY
+    agent.buffer.size = points + 1  # one flush, as the raw side does one COPY
     metadata = [{"region": r, "gpu": g} for r in ("us-west", "us-east") for g in range(4)]
     start = time.perf_counter()
     for i in range(points):
@@ -151,10 +149,10 @@ def bench_ingest(store: optistate.Store, raw: Any, points: int) -> None:
     start = time.perf_counter()
     out = io.StringIO()
     for row in rows:
-        out.write("\t".join(str(v).translate(_COPY_ESCAPES) for v in row) + "\n")
+        out.write("\t".join(str(v).translate(COPY_ESCAPES) for v in row) + "\n")
     out.seek(0)
     with raw:
-        raw.cursor().copy_expert(f"COPY agent_metrics ({', '.join(_COLUMNS)}) FROM STDIN", out)
+        raw.cursor().copy_expert(f"COPY agent_metrics ({', '.join(COLUMNS)}) FROM STDIN", out)
     theirs = time.perf_counter() - start
     print(
         f"{'ingest ' + format(points, ',') + ' points':<34} optistate {points / ours:>10,.0f} rows/s "

@@ -9,23 +9,35 @@ UPDATE. Reads of config are served from memory after the first; call
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigView
 from .database import is_sqlite, write_transaction
-from .errors import NotFoundError, ValidationError
-from .fields import utcnow
+from .errors import NotFoundError
+from .fields import check_text, utcnow
 from .metrics import MetricBuffer, MetricReader
 from .models import AgentStatus
 from .versions import highest
 
 if TYPE_CHECKING:
+    from types import SimpleNamespace
+
+    import peewee
+
     from .models import Agent, AgentCapability, AgentMetric, AgentState
-    from .store import Store
+    from .registry import Registry
 
 __all__ = ["AgentHandle", "Workflow"]
+
+_HEARTBEAT_STATE_SQLITE = "UPDATE agent_states SET last_heartbeat = ? WHERE agent_id = ?"
+_HEARTBEAT_AGENT_SQLITE = "UPDATE agents SET last_heartbeat = ? WHERE id = ?"
+_HEARTBEAT_POSTGRES = (
+    "WITH s AS (UPDATE agent_states SET last_heartbeat = %s WHERE agent_id = %s) "
+    "UPDATE agents SET last_heartbeat = %s WHERE id = %s"
+)
+
 
 class Workflow:
     """The workflow an agent is running; :meth:`update` merges into ``workflow_data``."""
@@ -44,57 +56,57 @@ class Workflow:
 
 
 class AgentHandle:
-    """One registered agent, as seen by the process that runs or inspects it."""
+    """One registered agent, as seen by the process that runs or inspects it.
 
-    buffer_size = 5000
+    Made by ``store.start_agent`` or ``store.agent``, with what it needs from
+    the store: its database, the models bound to it, and its plugins. The
+    metric reads are :class:`~optistate.metrics.MetricReader`'s, for this agent.
+    """
 
-    def __init__(self, store: Store, row: Agent):
-        self.store, self.id, self.type, self.name = store, row.id, row.type, row.name
-        self.config = ConfigView(self)
-        self._metrics = MetricBuffer(store.database, store.models.AgentMetric, row.id, self.buffer_size)
-        self.metric_reader = MetricReader(store.models.AgentMetric, row.id)
-        self._heartbeat_sql = self._heartbeat_statements()
-        self._ident = store.models.Agent.id.db_value(row.id)
-        self._stamp = store.models.Agent.last_heartbeat.db_value
+    metrics: Callable[..., list[AgentMetric]]
+    """``metrics(name=None, since=None, until=None, where=None, limit=None)``: :meth:`MetricReader.points`."""
+    aggregate: Callable[..., float | int | None]
+    """``aggregate(name, func, since=None, until=None, where=None)``: :meth:`MetricReader.aggregate`."""
+    latest_metrics: Callable[[], list[AgentMetric]]
+    """The newest point of each metric name: :meth:`MetricReader.latest`."""
+
+    def __init__(self, database: peewee.Database, models: SimpleNamespace, plugins: Registry, row: Agent):
+        self.database, self.models, self.plugins = database, models, plugins
+        self.id, self.type, self.name = row.id, row.type, row.name
+        self.config = ConfigView(models.AgentConfig, row, plugins)
+        self.buffer = MetricBuffer(database, models.AgentMetric, row.id)
+        self.metric_reader = reader = MetricReader(models.AgentMetric, row.id)
+        self.metrics, self.aggregate, self.latest_metrics = reader.points, reader.aggregate, reader.latest
+        self._on_sqlite = is_sqlite(database)
+        self._ident = models.Agent.id.db_value(row.id)
+        self._stamp = models.Agent.last_heartbeat.db_value
 
     def __repr__(self) -> str:
         return f"<AgentHandle {self.type}/{self.name} {self.id}>"
 
     # -- registration and state ---------------------------------------------------
 
-    @property
-    def row(self) -> Agent:
+    def registration(self) -> Agent:
         """The ``agents`` row, read now."""
-        return self.store.models.Agent.get_by_id(self.id)
+        return self.models.Agent.get_by_id(self.id)
 
     def state(self) -> AgentState:
         """The ``agent_states`` row, read now."""
-        model = self.store.models.AgentState
+        model = self.models.AgentState
         return model.get(model.agent == self.id)
-
-    def _heartbeat_statements(self) -> list[str]:
-        if is_sqlite(self.store.database):
-            return [
-                "UPDATE agent_states SET last_heartbeat = ? WHERE agent_id = ?",
-                "UPDATE agents SET last_heartbeat = ? WHERE id = ?",
-            ]
-        return [
-            "WITH s AS (UPDATE agent_states SET last_heartbeat = %s WHERE agent_id = %s) "
-            "UPDATE agents SET last_heartbeat = %s WHERE id = %s"
-        ]
 
     def heartbeat(self) -> None:
         """Stamp ``last_heartbeat`` on the agent and its state: one statement on PostgreSQL."""
-        now, ident, database = self._stamp(utcnow()), self._ident, self.store.database
-        if len(self._heartbeat_sql) == 1:
-            database.execute_sql(self._heartbeat_sql[0], (now, ident, now, ident))
-            return
-        with write_transaction(database):
-            for sql in self._heartbeat_sql:
-                database.execute_sql(sql, (now, ident))
+        now, ident = self._stamp(utcnow()), self._ident
+        if self._on_sqlite:
+            with write_transaction(self.database):
+                self.database.execute_sql(_HEARTBEAT_STATE_SQLITE, (now, ident))
+                self.database.execute_sql(_HEARTBEAT_AGENT_SQLITE, (now, ident))
+        else:
+            self.database.execute_sql(_HEARTBEAT_POSTGRES, (now, ident, now, ident))
 
     def _update_state(self, **values: Any) -> None:
-        model = self.store.models.AgentState
+        model = self.models.AgentState
         model.update(**values).where(model.agent == self.id).execute()
 
     def set_status(self, status: str | AgentStatus) -> None:
@@ -109,8 +121,7 @@ class AgentHandle:
 
     def begin_workflow(self, name: str, data: Mapping[str, Any] | None = None, locks: Sequence[str] = ()) -> Workflow:
         """Mark ``name`` as running: status active, with its data and the locks it holds."""
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise ValidationError("current_workflow", name, "must be a non-empty string of at most 255 characters")
+        check_text("current_workflow", name, 255)
         payload = dict(data or {})
         self._update_state(
             status=AgentStatus.ACTIVE.value, current_workflow=name, workflow_data=payload, resource_locks=list(locks)
@@ -127,7 +138,7 @@ class AgentHandle:
         The workflow, its data and its locks stay as they were, showing what
         was running when it failed.
         """
-        model = self.store.models.AgentState
+        model = self.models.AgentState
         last_error = {"timestamp": utcnow().isoformat(), "error": type(error).__name__, "message": str(error)}
         (
             model.update(status=AgentStatus.ERROR.value, error_count=model.error_count + 1, last_error=last_error)
@@ -152,7 +163,7 @@ class AgentHandle:
 
     def capabilities(self, enabled: bool | None = None) -> list[AgentCapability]:
         """Every capability version (or only the enabled/disabled ones), by name then version."""
-        model = self.store.models.AgentCapability
+        model = self.models.AgentCapability
         query = model.select().where(model.agent == self.id)
         if enabled is not None:
             query = query.where(model.is_enabled == enabled)
@@ -165,7 +176,7 @@ class AgentHandle:
         return next((c for c in rows if c.capability_version == best), None)
 
     def _set_enabled(self, name: str, version: str | None, enabled: bool) -> int:
-        model = self.store.models.AgentCapability
+        model = self.models.AgentCapability
         query = model.update(is_enabled=enabled).where((model.agent == self.id) & (model.capability_name == name))
         if version is not None:
             query = query.where(model.capability_version == version)
@@ -196,41 +207,15 @@ class AgentHandle:
         timestamp: datetime | None = None,
     ) -> None:
         """Validate a point now and buffer it; it is written by :meth:`flush`, :meth:`stop` or at exit."""
-        self._metrics.add(name, value, unit, metric_type, metadata, timestamp)
+        self.buffer.add(name, value, unit, metric_type, metadata, timestamp)
 
     def record_metrics(self, points: Iterable[Mapping[str, Any]]) -> None:
         """Buffer many points, each a mapping of :meth:`record_metric`'s parameters; all or none."""
-        self._metrics.extend(points)
+        self.buffer.extend(points)
 
     def flush(self) -> int:
         """Write the buffered points; return how many."""
-        return self._metrics.flush()
-
-    def metrics(
-        self,
-        name: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        where: Mapping[str, Any] | None = None,
-        limit: int | None = None,
-    ) -> list[AgentMetric]:
-        """Stored points, oldest first, filtered by name, time range and metadata containment."""
-        return self.metric_reader.points(name, since, until, where, limit)
-
-    def aggregate(
-        self,
-        name: str,
-        func: str,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        where: Mapping[str, Any] | None = None,
-    ) -> float | int | None:
-        """``avg``, ``min``, ``max``, ``sum`` or ``count`` of a metric's values; None when no point matches."""
-        return self.metric_reader.aggregate(name, func, since, until, where)
-
-    def latest_metrics(self) -> list[AgentMetric]:
-        """The newest point of each metric name, by name."""
-        return self.metric_reader.latest()
+        return self.buffer.flush()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -238,9 +223,8 @@ class AgentHandle:
         """Flush buffered metrics, mark the agent and its state offline, and tell the plugins."""
         self.flush()
         now = utcnow()
-        with write_transaction(self.store.database):
-            agent = self.store.models.Agent
+        with write_transaction(self.database):
+            agent = self.models.Agent
             agent.update(status=AgentStatus.OFFLINE.value, last_heartbeat=now).where(agent.id == self.id).execute()
             self._update_state(status=AgentStatus.OFFLINE.value, last_heartbeat=now)
-        self.store._forget(self)
-        self.store.plugins.notify("agent_stopped", agent=self)  # a failing plugin is logged there, by name
+        self.plugins.notify("agent_stopped", agent=self)  # a failing plugin is logged there, by name

@@ -152,7 +152,7 @@ def agent(session: Session, name: str, agent_type: str | None, as_json: bool) ->
     NAME is the agent's name or id. Sensitive config values show as ***.
     """
     handle = session.agent(name, agent_type)
-    row, state = handle.row, handle.state()
+    row, state = handle.registration(), handle.state()
     configs, capabilities, latest = handle.config.entries(), handle.capabilities(), handle.latest_metrics()
     if as_json:
         echo_json({"agent": transfer.to_json(row), "state": transfer.to_json(state),

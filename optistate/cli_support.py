@@ -17,16 +17,14 @@ import click
 import peewee
 import psycopg2
 
-from . import transfer
 from .agent import AgentHandle
 from .database import redact
-from .errors import OptistateError
+from .errors import MASK, OptistateError, one_line
 from .fields import as_utc
 from .models import AgentConfig
 from .store import Store, connect
 
 __all__ = [
-    "MASK",
     "RootGroup",
     "DefaultListGroup",
     "Session",
@@ -48,7 +46,6 @@ __all__ = [
     "parse_where",
 ]
 
-MASK = "***"
 MANY_ROWS = 5000  # a progress bar only for transfers at least this large
 DB_ERRORS = (peewee.PeeweeException, psycopg2.Error, sqlite3.Error)
 
@@ -58,9 +55,9 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         text = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
     elif isinstance(exc, OptistateError):
-        text = transfer.one_line(exc)
+        text = one_line(exc)
     else:
-        text = f"database error: {transfer.one_line(exc)}"
+        text = f"database error: {one_line(exc)}"
     return redact(text)
 
 

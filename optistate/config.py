@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from .database import write_transaction
 from .errors import NotFoundError, ValidationError
-from .fields import utcnow
+from .fields import check_text, utcnow
 from .models import ConfigType, format_config_value, parse_config_value
 
 if TYPE_CHECKING:
-    from .agent import AgentHandle
-    from .models import AgentConfig
+    from .models import Agent, AgentConfig
+    from .registry import Registry
 
 __all__ = ["ConfigView"]
 
@@ -27,10 +27,15 @@ class ConfigView:
 
     ``view[key]`` is the parsed value; ``view.entries()`` the rows. Sensitive
     values never show in ``repr``; read them with ``view[key]``.
+
+    :param model: the ``AgentConfig`` model bound to the agent's database.
+    :param agent: the agent's registration row (its id, type and name are used).
+    :param plugins: the registry whose ``validate_config`` hooks check writes.
     """
 
-    def __init__(self, agent: AgentHandle):
-        self._agent = agent
+    def __init__(self, model: type[AgentConfig], agent: Agent, plugins: Registry):
+        self._model, self._plugins = model, plugins
+        self._agent_id, self._agent_type, self._agent_name = agent.id, agent.type, agent.name
         self._rows: dict[str, AgentConfig] | None = None
 
     def _cache(self) -> dict[str, AgentConfig]:
@@ -41,29 +46,26 @@ class ConfigView:
 
     def refresh(self) -> None:
         """Re-read every config of the agent from the database (one SELECT)."""
-        model = self._agent.store.models.AgentConfig
-        rows = model.select().where(model.agent == self._agent.id).order_by(model.config_key)
+        model = self._model
+        rows = model.select().where(model.agent == self._agent_id).order_by(model.config_key)
         self._rows = {row.config_key: row for row in rows}
 
     def entries(self) -> list[AgentConfig]:
         """The config rows, ordered by key."""
         return list(self._cache().values())
 
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self._cache()[key].value
-        except KeyError:
-            raise NotFoundError(
-                "config key", key, f"agent {self._agent.name!r} has {', '.join(self) or 'none'}"
-            ) from None
-
     def entry(self, key: str) -> AgentConfig:
         """The stored row of ``key``: canonical text, type, sensitivity, description.
 
-        :raises NotFoundError: the agent has no such key.
+        :raises NotFoundError: the agent has no such key; the message lists the keys it has.
         """
-        self[key]  # NotFoundError listing the agent's keys
-        return self._cache()[key]
+        rows = self._cache()
+        if key not in rows:
+            raise NotFoundError("config key", key, f"agent {self._agent_name!r} has {', '.join(rows) or 'none'}")
+        return rows[key]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.entry(key).value
 
     def get(self, key: str, default: Any = None) -> Any:
         row = self._cache().get(key)
@@ -93,39 +95,37 @@ class ConfigView:
         value must parse as the type and pass every plugin's
         ``validate_config``; otherwise :class:`ValidationError`, and nothing is stored.
         """
-        agent, model = self._agent, self._agent.store.models.AgentConfig
-        if not isinstance(key, str) or not key or len(key) > 255:
-            raise ValidationError("config_key", key, "must be a non-empty string of at most 255 characters")
-        kind = config_type.value if isinstance(config_type, ConfigType) else config_type
-        with write_transaction(agent.store.database):
-            current = model.get_or_none((model.agent == agent.id) & (model.config_key == key))
+        model = self._model
+        check_text("config_key", key, 255)
+        wanted = config_type.value if isinstance(config_type, ConfigType) else config_type
+        with write_transaction(model._meta.database):
+            current = model.get_or_none((model.agent == self._agent_id) & (model.config_key == key))
             if current is not None:
-                if kind is not None and kind != current.config_type:
+                if wanted is not None and wanted != current.config_type:
                     raise ValidationError(
                         "config_type",
-                        kind,
+                        wanted,
                         f"{key!r} is stored as {current.config_type}; an existing key keeps its type",
                     )
-                kind = current.config_type
+                wanted = current.config_type
                 sensitive = current.is_sensitive if is_sensitive is None else bool(is_sensitive)
-            elif kind is None:
+            elif wanted is None:
                 raise ValidationError("config_type", None, f"required for the new key {key!r}")
             else:
                 sensitive = bool(is_sensitive)
-            text = format_config_value(kind, value, key=key, sensitive=sensitive)
-            agent.store.plugins.check_config(
-                agent.type, key, parse_config_value(kind, text, key=key, sensitive=sensitive), sensitive=sensitive
-            )
+            text = format_config_value(wanted, value, key=key, sensitive=sensitive)
+            parsed = parse_config_value(wanted, text, key=key, sensitive=sensitive)
+            self._plugins.check_config(self._agent_type, key, parsed, sensitive=sensitive)
             now = utcnow()
             update = {model.config_value: text, model.is_sensitive: sensitive, model.updated_at: now}
             if description is not None:
                 update[model.description] = description
             (
                 model.insert(
-                    agent=agent.id,
+                    agent=self._agent_id,
                     config_key=key,
                     config_value=text,
-                    config_type=kind,
+                    config_type=wanted,
                     description=description,
                     is_sensitive=sensitive,
                     created_at=now,
@@ -138,4 +138,4 @@ class ConfigView:
 
     def __repr__(self) -> str:
         shown = ", ".join(repr(row) for row in self._cache().values())
-        return f"<ConfigView {self._agent.name}: [{shown}]>"
+        return f"<ConfigView {self._agent_name}: [{shown}]>"

@@ -14,18 +14,29 @@ one file without "database is locked" failures on lock upgrade.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import peewee
 from playhouse import db_url
 
-from .errors import ConfigurationError, ConnectionError
+from .errors import MASK, ConfigurationError, ConnectionError
 
-__all__ = ["DEFAULT_URL", "ENV_VAR", "open_database", "redact", "resolve_url", "is_sqlite", "write_transaction"]
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_VAR",
+    "open_database",
+    "redact",
+    "resolve_url",
+    "is_sqlite",
+    "write_transaction",
+    "query_log_parameters",
+]
 
 ENV_VAR = "OPTISTATE_DATABASE_URL"
 DEFAULT_URL = "sqlite:///optistate.db"
@@ -40,8 +51,8 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """``url`` with any password replaced by :data:`~optistate.errors.MASK`, for messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{MASK}@", url)
 
 
 class _RedactConfigWrites(logging.Filter):
@@ -56,11 +67,25 @@ class _RedactConfigWrites(logging.Filter):
         if isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], str):
             sql = message[0].lstrip().upper()
             if "AGENT_CONFIGS" in sql and not sql.startswith("SELECT"):
-                record.msg = (message[0], ["***"] * len(message[1] or ()))
+                record.msg = (message[0], [MASK] * len(message[1] or ()))
         return True
 
 
 _REDACT = _RedactConfigWrites()
+
+
+@contextlib.contextmanager
+def query_log_parameters() -> Iterator[None]:
+    """Within the block, peewee's DEBUG log shows config writes' parameters unmasked.
+
+    For replaying exact statements, as ``bench/bench.py`` does; secrets then reach the log.
+    """
+    logger = logging.getLogger("peewee")
+    logger.removeFilter(_REDACT)
+    try:
+        yield
+    finally:
+        logger.addFilter(_REDACT)
 
 
 def open_database(url: str | None = None) -> peewee.Database:
@@ -129,7 +154,10 @@ def _use_wal(database: peewee.SqliteDatabase) -> None:
         time.sleep(0.01)
 
 
-def is_sqlite(database: peewee.Database) -> bool:
+def is_sqlite(database: peewee.Database | peewee.DatabaseProxy | None) -> bool:
+    """Whether ``database`` (or the database a proxy stands for) is SQLite."""
+    if isinstance(database, peewee.DatabaseProxy):
+        database = database.obj
     return isinstance(database, peewee.SqliteDatabase)
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PluginError, ValidationError
-from .fields import SEMVER, dumps
+from .errors import MASK, PluginError, ValidationError
+from .fields import check_choice, check_json, check_semver, check_text
 from .models import ConfigType, format_config_value, parse_config_value
 
 __all__ = ["AgentType", "Capability", "Config", "agent_type"]
@@ -38,7 +38,7 @@ class Config:
         return format_config_value(self.type, self.value, key=self.key, sensitive=self.sensitive)
 
     def __repr__(self) -> str:
-        shown = "'***', sensitive=True" if self.sensitive else repr(self.value)
+        shown = f"{MASK!r}, sensitive=True" if self.sensitive else repr(self.value)
         return f"Config(key={self.key!r}, type={self.type!r}, value={shown})"
 
 
@@ -71,66 +71,53 @@ def _capability_key(capability: Capability) -> tuple[str, str]:
     return capability.name, capability.version
 
 
-def _defaults(kind: AgentType) -> tuple[list[Config], list[Capability]]:
-    return sorted(kind.configs, key=lambda c: c.key), sorted(kind.capabilities, key=_capability_key)
+def _defaults(agent_type: AgentType) -> tuple[list[Config], list[Capability]]:
+    return sorted(agent_type.configs, key=lambda c: c.key), sorted(agent_type.capabilities, key=_capability_key)
 
 
-def _text(value: Any, limit: int) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit
+def _common(owner: str, description: Any, flag: str, value: Any) -> None:
+    """The checks Config and Capability share: an optional description and a bool flag."""
+    if description is not None and not isinstance(description, str):
+        raise ValidationError(f"{owner}.description", description, "must be a string or None")
+    if not isinstance(value, bool):
+        raise ValidationError(f"{owner}.{flag}", value, "must be True or False")
 
 
 def _config(item: Any) -> Config:
     if not isinstance(item, Config):
         raise ValidationError("configs", item, "must hold optistate.Config items")
-    if not _text(item.key, 255):
-        raise ValidationError("config key", item.key, "must be a non-empty string of at most 255 characters")
-    if item.description is not None and not isinstance(item.description, str):
-        raise ValidationError(f"{item.key}.description", item.description, "must be a string or None")
-    if not isinstance(item.sensitive, bool):
-        raise ValidationError(f"{item.key}.sensitive", item.sensitive, "must be True or False")
-    try:
-        kind = ConfigType(item.type).value
-    except ValueError:
-        allowed = ", ".join(t.value for t in ConfigType)
-        raise ValidationError(f"{item.key}.type", item.type, f"must be one of {allowed}") from None
-    text = format_config_value(kind, item.value, key=item.key, sensitive=item.sensitive)
-    value = parse_config_value(kind, text, key=item.key, sensitive=item.sensitive)
-    return Config(item.key, value, kind, item.description, item.sensitive)
+    check_text("config key", item.key, 255)
+    _common(item.key, item.description, "sensitive", item.sensitive)
+    config_type = check_choice(f"{item.key}.type", item.type, ConfigType)
+    text = format_config_value(config_type, item.value, key=item.key, sensitive=item.sensitive)
+    value = parse_config_value(config_type, text, key=item.key, sensitive=item.sensitive)
+    return Config(item.key, value, config_type, item.description, item.sensitive)
 
 
 def _capability(item: Any) -> Capability:
     if not isinstance(item, Capability):
         raise ValidationError("capabilities", item, "must hold optistate.Capability items")
-    if not _text(item.name, 255):
-        raise ValidationError("capability name", item.name, "must be a non-empty string of at most 255 characters")
-    if not isinstance(item.version, str) or not SEMVER.match(item.version) or len(item.version) > 64:
-        raise ValidationError(f"{item.name}.version", item.version, "must be a semantic version such as 1.2.0")
-    if item.description is not None and not isinstance(item.description, str):
-        raise ValidationError(f"{item.name}.description", item.description, "must be a string or None")
-    if not isinstance(item.enabled, bool):
-        raise ValidationError(f"{item.name}.enabled", item.enabled, "must be True or False")
+    check_text("capability name", item.name, 255)
+    check_semver(f"{item.name}.version", item.version)
+    _common(item.name, item.description, "enabled", item.enabled)
     if not isinstance(item.parameters, Mapping):
         raise ValidationError(f"{item.name}.parameters", item.parameters, "must be a mapping")
-    try:
-        parameters = json.loads(dumps(dict(item.parameters)))  # a private, JSON-shaped copy
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{item.name}.parameters", item.parameters, f"is not JSON-serialisable ({exc})") from None
+    parameters = json.loads(check_json(f"{item.name}.parameters", dict(item.parameters)))  # a private copy
     return Capability(item.name, item.version, item.description, parameters, item.enabled)
 
 
-def _unique(kind: str, keys: Iterable[Any]) -> None:
+def _unique(field: str, keys: Iterable[Any]) -> None:
     seen: set[Any] = set()
     for key in keys:
         if key in seen:
-            raise ValidationError(kind, key, "is declared twice")
+            raise ValidationError(field, key, "is declared twice")
         seen.add(key)
 
 
 def agent_type(plugin: str, name: Any, configs: Iterable[Any] = (), capabilities: Iterable[Any] = ()) -> AgentType:
     """Validate one registration; :class:`PluginError` naming ``plugin`` if core refuses any of it."""
     try:
-        if not _text(name, 64):
-            raise ValidationError("agent type", name, "must be a non-empty string of at most 64 characters")
+        check_text("agent type", name, 64)
         made = AgentType(name, tuple(map(_config, configs)), tuple(map(_capability, capabilities)), plugin)
         _unique("config key", (c.key for c in made.configs))
         _unique("capability", (_capability_key(c) for c in made.capabilities))

@@ -15,6 +15,7 @@ from typing import Any
 
 from .agent import AgentHandle
 from .database import write_transaction
+from .errors import PluginError
 from .fields import utcnow
 from .store import Store
 
@@ -119,10 +120,17 @@ def run(store: Store, *, reset: bool = False) -> list[AgentHandle]:
 
     :param reset: delete every agent in the store first (their rows cascade).
     """
+    missing = [agent_type for agent_type, _ in AGENTS if agent_type not in store.plugins.agent_types()]
+    if missing:
+        raise PluginError(
+            "optistate.plugins",
+            f"the demo needs the first-party agent types {', '.join(t for t, _ in AGENTS)};"
+            f" missing: {', '.join(missing)} (blocked by $OPTISTATE_BLOCK_PLUGINS, or not installed?)",
+        )
     if reset:
         with write_transaction(store.database):
             store.models.Agent.delete().execute()
-    agents = [store.start_agent(kind, name, version="1.0.0") for kind, name in AGENTS]
+    agents = [store.start_agent(agent_type, name, version="1.0.0") for agent_type, name in AGENTS]
     now = utcnow()
     for agent in agents:
         WORKFLOWS[agent.type](agent, now)

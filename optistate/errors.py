@@ -2,7 +2,9 @@
 
 Each class carries what went wrong as attributes and formats its own message,
 naming the field and the value at fault. A value flagged sensitive is never
-formatted into a message: it shows as ``'***'``.
+formatted into a message: it shows as :data:`MASK`. :func:`one_line` is the
+one way to turn any exception, a driver's included, into a message that holds
+no row data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 import peewee
 
 __all__ = [
+    "MASK",
+    "one_line",
     "OptistateError",
     "ValidationError",
     "NotFoundError",
@@ -26,6 +30,16 @@ __all__ = [
 ]
 
 MASK = "***"
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line, without the driver's ``DETAIL`` lines.
+
+    PostgreSQL's DETAIL repeats the row at fault ("Failing row contains ..."),
+    secrets included, so it never reaches a message.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(line for line in lines if not line.startswith("DETAIL:")) or type(exc).__name__
 
 
 class OptistateError(Exception):
@@ -66,8 +80,8 @@ class IntegrityError(OptistateError, peewee.IntegrityError):
 
     @classmethod
     def from_driver(cls, exc: BaseException) -> IntegrityError:
-        """The driver's first line only: PostgreSQL's DETAIL line repeats the row, secrets included."""
-        return cls(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        """The driver's error, as :func:`one_line` shows it."""
+        return cls(one_line(exc))
 
 
 class ConfigurationError(OptistateError, ValueError):

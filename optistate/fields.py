@@ -2,6 +2,8 @@
 
 A refused value raises :class:`optistate.errors.ValidationError` while the
 query is being built, before any SQL reaches the database, so nothing is stored.
+The ``check_*`` functions are the one home of each rule (length, JSON,
+semver, choice); the fields and every other module call them.
 
 The JSON choice: every JSON column is peewee 4's core :class:`peewee.JSONField`
 (JSONB on PostgreSQL, JSON text on SQLite), not playhouse's ``BinaryJSONField``,
@@ -22,9 +24,16 @@ from typing import Any
 
 import peewee
 
+from .database import is_sqlite
 from .errors import ValidationError
 
 __all__ = [
+    "check_choice",
+    "check_json",
+    "check_semver",
+    "check_text",
+    "finite_float",
+    "dumps",
     "StringField",
     "ChoiceField",
     "FiniteFloatField",
@@ -50,11 +59,37 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _is_sqlite(field: peewee.Field) -> bool:
-    db = field.model._meta.database
-    if isinstance(db, peewee.DatabaseProxy):
-        db = db.obj
-    return isinstance(db, peewee.SqliteDatabase)
+def _on_sqlite(field: peewee.Field) -> bool:
+    return is_sqlite(field.model._meta.database)
+
+
+def check_text(field: str, value: Any, max_length: int, *, required: bool = True) -> Any:
+    """``value`` if it is a string of at most ``max_length`` characters (non-empty when ``required``)."""
+    if not isinstance(value, str) or (required and not value):
+        what = "a non-empty string" if required else "a string"
+        raise ValidationError(field, value, f"must be {what} of at most {max_length} characters")
+    if len(value) > max_length:
+        raise ValidationError(field, value, f"is longer than {max_length} characters")
+    return value
+
+
+def check_choice(field: str, value: Any, choices: type[enum.Enum]) -> str:
+    """The string value of ``value`` if it is one of ``choices`` (a ``str`` Enum or one of its values)."""
+    if isinstance(value, choices):
+        return str(value.value)
+    allowed = [m.value for m in choices]  # type: ignore[var-annotated]
+    if value not in allowed:
+        raise ValidationError(field, value, f"must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def check_json(field: str, value: Any, *, sensitive: bool = False) -> str:
+    """``value`` as strict JSON text (:func:`dumps`), or :class:`ValidationError` naming ``field``."""
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        reason = "is not JSON-serialisable" + ("" if sensitive else f" ({exc})")
+        raise ValidationError(field, value, reason, sensitive=sensitive) from None
 
 
 class TimestampField(peewee.Field):
@@ -68,7 +103,7 @@ class TimestampField(peewee.Field):
     field_type = "TIMESTAMPTZ"
 
     def ddl_datatype(self, ctx: Any) -> peewee.SQL:
-        return peewee.SQL("TEXT" if _is_sqlite(self) else "TIMESTAMPTZ")
+        return peewee.SQL("TEXT" if _on_sqlite(self) else "TIMESTAMPTZ")
 
     def db_value(self, value: Any) -> Any:
         if value is None or isinstance(value, peewee.Node):
@@ -76,7 +111,7 @@ class TimestampField(peewee.Field):
         if not isinstance(value, datetime):
             raise ValidationError(self.name, value, "expected a datetime")
         value = as_utc(value)
-        if _is_sqlite(self):
+        if _on_sqlite(self):
             return value.strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
         return value
 
@@ -92,8 +127,8 @@ class StringField(peewee.CharField):
     """A VARCHAR whose length is checked before the query runs, on SQLite too."""
 
     def db_value(self, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > self.max_length:
-            raise ValidationError(self.name, value, f"is longer than {self.max_length} characters")
+        if isinstance(value, str):
+            check_text(self.name, value, self.max_length, required=False)
         return super().db_value(value)
 
 
@@ -108,12 +143,7 @@ class ChoiceField(peewee.CharField):
     def db_value(self, value: Any) -> Any:
         if value is None or isinstance(value, peewee.Node):
             return value
-        if isinstance(value, self.enum):
-            return value.value
-        allowed = [m.value for m in self.enum]  # type: ignore[var-annotated]
-        if value not in allowed:
-            raise ValidationError(self.name, value, f"must be one of {', '.join(allowed)}")
-        return value
+        return check_choice(self.name, value, self.enum)
 
 
 class FiniteFloatField(peewee.FloatField):
@@ -142,6 +172,13 @@ SEMVER = re.compile(
 )
 
 
+def check_semver(field: str, value: Any) -> str:
+    """``value`` if it is a semantic version string of at most 64 characters."""
+    if not isinstance(value, str) or len(value) > 64 or not SEMVER.match(value):
+        raise ValidationError(field, value, "must be a semantic version such as 1.2.0")
+    return value
+
+
 class SemverField(peewee.CharField):
     """A semantic version string (semver.org 2.0.0), e.g. ``1.2.0`` or ``2.0.0-rc.1``."""
 
@@ -152,9 +189,7 @@ class SemverField(peewee.CharField):
     def db_value(self, value: Any) -> Any:
         if value is None or isinstance(value, peewee.Node):
             return value
-        if not isinstance(value, str) or not SEMVER.match(value):
-            raise ValidationError(self.name, value, "must be a semantic version such as 1.2.0")
-        return value
+        return check_semver(self.name, value)
 
 
 def dumps(value: Any) -> str:
@@ -186,10 +221,7 @@ class JSONField(peewee.JSONField):
     def db_value(self, value: Any) -> Any:
         if value is None or isinstance(value, (peewee.Node, *self._driver_types)):
             return value
-        try:
-            text = dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(self.name, value, f"is not JSON-serialisable ({exc})") from None
+        text = check_json(self.name, value)
         return self._wrap(text) if self._wrap is not None else text
 
 

@@ -3,12 +3,16 @@
 A point is checked the moment it is recorded (a NaN, a non-number or an
 unknown metric type raises there, not at flush) and kept as a ready row.
 :meth:`MetricBuffer.flush` writes the rows with one ``COPY`` per flush on
-PostgreSQL, and multi-row INSERTs in one transaction on SQLite.
+PostgreSQL, and multi-row INSERTs in one transaction on SQLite. A buffer
+holding points is kept alive until they are written, and flushed at
+interpreter exit. :class:`MetricReader` reads one agent's stored points.
 """
 
 from __future__ import annotations
 
+import atexit
 import io
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Mapping
@@ -19,10 +23,10 @@ import peewee
 
 from .database import is_sqlite, write_transaction
 from .errors import ValidationError
-from .fields import as_utc, dumps, finite_float, utcnow
+from .fields import as_utc, check_json, check_text, finite_float, utcnow
 from .models import AgentMetric
 
-__all__ = ["AGGREGATES", "MetricBuffer", "MetricReader", "aggregate_expression"]
+__all__ = ["AGGREGATES", "COLUMNS", "COPY_ESCAPES", "MetricBuffer", "MetricReader"]
 
 AGGREGATES = {
     "avg": peewee.fn.AVG,
@@ -31,7 +35,7 @@ AGGREGATES = {
     "sum": peewee.fn.SUM,
     "count": peewee.fn.COUNT,
 }
-_COLUMNS = (
+COLUMNS = (
     "id",
     "agent_id",
     "metric_name",
@@ -41,8 +45,21 @@ _COLUMNS = (
     "metadata",
     "collection_timestamp",
 )
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_SQLITE_BATCH = 32_000 // len(_COLUMNS)  # stay under SQLite's bound-variable limit
+# What COPY's text format needs escaped in a column value.
+COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SQLITE_BATCH = 32_000 // len(COLUMNS)  # stay under SQLite's bound-variable limit
+
+log = logging.getLogger("optistate")
+_unwritten: set[MetricBuffer] = set()  # buffers holding points, kept alive until written
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for buffer in list(_unwritten):
+        try:
+            buffer.flush()
+        except Exception as exc:  # the interpreter is going away: report, do not raise
+            log.error("could not flush the metrics of agent %s at exit: %s", buffer.agent_id, exc)
 
 
 def _point(
@@ -54,27 +71,23 @@ def _point(
     timestamp: datetime | None = None,
 ) -> tuple[str, float, str | None, str, str, datetime]:
     """One validated point, as (name, value, unit, type, metadata JSON text, UTC time)."""
-    if not isinstance(name, str) or not name or len(name) > 255:
-        raise ValidationError("metric_name", name, "must be a non-empty string of at most 255 characters")
+    check_text("metric_name", name, 255)
     number = finite_float("metric_value", value)
     if unit is not None and not isinstance(unit, str):
         raise ValidationError("metric_unit", unit, "must be a string or None")
-    kind = AgentMetric.metric_type.db_value(metric_type)  # refuses an unknown type, naming it
+    mtype = AgentMetric.metric_type.db_value(metric_type)  # refuses an unknown type, naming it
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, Mapping):
         raise ValidationError("metadata", metadata, "must be a JSON object (a mapping)")
-    try:
-        text = dumps(dict(metadata))
-    except (TypeError, ValueError) as exc:
-        raise ValidationError("metadata", metadata, f"is not JSON-serialisable ({exc})") from None
+    text = check_json("metadata", dict(metadata))
     if timestamp is None:
         when = utcnow()
     elif isinstance(timestamp, datetime):
         when = as_utc(timestamp)
     else:
         raise ValidationError("collection_timestamp", timestamp, "must be a datetime")
-    return name, number, unit, kind, text, when
+    return name, number, unit, mtype, text, when
 
 
 class MetricBuffer:
@@ -87,6 +100,7 @@ class MetricBuffer:
     def add(self, *args: Any, **kwargs: Any) -> None:
         """Validate one point and buffer it; flush when the buffer is full."""
         self.pending.append(_point(*args, **kwargs))
+        _unwritten.add(self)
         if len(self.pending) >= self.size:
             self.flush()
 
@@ -94,6 +108,7 @@ class MetricBuffer:
         """Validate every point first, then buffer them all; one bad point buffers none."""
         rows = [_point(**point) for point in points]
         self.pending.extend(rows)
+        _unwritten.add(self)
         if len(self.pending) >= self.size:
             self.flush()
 
@@ -101,6 +116,7 @@ class MetricBuffer:
         """Write the buffered points in one transaction; return how many were written."""
         rows, self.pending = self.pending, []
         if not rows:
+            _unwritten.discard(self)
             return 0
         try:
             if is_sqlite(self.database):
@@ -110,6 +126,8 @@ class MetricBuffer:
         except BaseException:
             self.pending[:0] = rows  # nothing was written: keep them for the next flush
             raise
+        if not self.pending:
+            _unwritten.discard(self)
         return len(rows)
 
     def _ids(self, count: int) -> list[str]:
@@ -120,24 +138,24 @@ class MetricBuffer:
         agent = str(self.agent_id)
         out = io.StringIO()
         write = out.write
-        for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows, strict=True):
-            unit_text = "\\N" if unit is None else unit.translate(_COPY_ESCAPES)
+        for ident, (name, value, unit, mtype, meta, when) in zip(self._ids(len(rows)), rows, strict=True):
+            unit_text = "\\N" if unit is None else unit.translate(COPY_ESCAPES)
             write(
-                f"{ident}\t{agent}\t{name.translate(_COPY_ESCAPES)}\t{value!r}\t{unit_text}\t{kind}\t"
-                f"{meta.translate(_COPY_ESCAPES)}\t{when.isoformat()}\n"
+                f"{ident}\t{agent}\t{name.translate(COPY_ESCAPES)}\t{value!r}\t{unit_text}\t{mtype}\t"
+                f"{meta.translate(COPY_ESCAPES)}\t{when.isoformat()}\n"
             )
         out.seek(0)
         with write_transaction(self.database):
             cursor = self.database.cursor()
-            cursor.copy_expert(f"COPY {self.model._meta.table_name} ({', '.join(_COLUMNS)}) FROM STDIN", out)
+            cursor.copy_expert(f"COPY {self.model._meta.table_name} ({', '.join(COLUMNS)}) FROM STDIN", out)
 
     def _insert(self, rows: list[tuple[str, float, str | None, str, str, datetime]]) -> None:
         model = self.model
         values = [  # metadata is JSON text already: fn.json() stores it without a second dumps()
-            (ident, self.agent_id, name, value, unit, kind, peewee.fn.json(meta), when)
-            for ident, (name, value, unit, kind, meta, when) in zip(self._ids(len(rows)), rows, strict=True)
+            (ident, self.agent_id, name, value, unit, mtype, peewee.fn.json(meta), when)
+            for ident, (name, value, unit, mtype, meta, when) in zip(self._ids(len(rows)), rows, strict=True)
         ]
-        fields = [model._meta.columns[c] for c in _COLUMNS]
+        fields = [model._meta.columns[c] for c in COLUMNS]
         with write_transaction(self.database):
             for start in range(0, len(values), _SQLITE_BATCH):
                 query = model.insert_many(values[start : start + _SQLITE_BATCH], fields=fields)
@@ -190,7 +208,10 @@ class MetricReader:
     ) -> float | int | None:
         """``avg``, ``min``, ``max``, ``sum`` or ``count`` of a metric's values; None when no point matches."""
         model = self.model
-        expression = aggregate_expression(func, model.metric_value)
+        try:
+            expression = AGGREGATES[func](model.metric_value)
+        except KeyError:
+            raise ValidationError("aggregate", func, f"must be one of {', '.join(AGGREGATES)}") from None
         result = self.select(name, since, until, where).select(expression).scalar()
         if func == "count":
             return int(result or 0)
@@ -214,11 +235,3 @@ class MetricReader:
         for row in rows:
             latest.setdefault(row.metric_name, row)
         return list(latest.values())
-
-
-def aggregate_expression(func: str, field: peewee.Field) -> Any:
-    """``fn.AVG(field)`` and friends, for ``func`` in :data:`AGGREGATES`."""
-    try:
-        return AGGREGATES[func](field)
-    except KeyError:
-        raise ValidationError("aggregate", func, f"must be one of {', '.join(AGGREGATES)}") from None

@@ -26,7 +26,7 @@ from typing import Any
 
 import peewee
 
-from .errors import IntegrityError, ValidationError
+from .errors import MASK, IntegrityError, ValidationError
 from .fields import (
     ChoiceField,
     FiniteFloatField,
@@ -34,7 +34,8 @@ from .fields import (
     SemverField,
     StringField,
     TimestampField,
-    dumps,
+    check_choice,
+    check_json,
     finite_float,
     utcnow,
 )
@@ -92,25 +93,25 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 def parse_config_value(config_type: str, text: str, *, key: str = "config_value", sensitive: bool = False) -> Any:
     """The Python value of a stored ``config_value`` string of ``config_type``."""
-    kind = ConfigType(config_type)
+    ctype = ConfigType(config_type)
     try:
-        if kind is ConfigType.STRING:
+        if ctype is ConfigType.STRING:
             return text
-        if kind is ConfigType.INTEGER:
+        if ctype is ConfigType.INTEGER:
             return int(text)
-        if kind is ConfigType.FLOAT:
+        if ctype is ConfigType.FLOAT:
             return float(text)
-        if kind is ConfigType.NUMBER:
+        if ctype is ConfigType.NUMBER:
             number = float(text)
             return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
-        if kind is ConfigType.BOOLEAN:
+        if ctype is ConfigType.BOOLEAN:
             lowered = text.strip().lower()
             if lowered in _TRUE or lowered in _FALSE:
                 return lowered in _TRUE
             raise ValueError("not a boolean")
         return json.loads(text)
     except (TypeError, ValueError):
-        raise ValidationError(key, text, f"does not parse as {kind.value}", sensitive=sensitive) from None
+        raise ValidationError(key, text, f"does not parse as {ctype.value}", sensitive=sensitive) from None
 
 
 def format_config_value(config_type: str, value: Any, *, key: str = "config_value", sensitive: bool = False) -> str:
@@ -119,37 +120,30 @@ def format_config_value(config_type: str, value: Any, *, key: str = "config_valu
     Strings are parsed first (``"5000"`` as an integer is ``5000``), so the
     stored text is always one that :func:`parse_config_value` reads back.
     """
-    try:
-        kind = ConfigType(config_type)
-    except ValueError:
-        allowed = ", ".join(t.value for t in ConfigType)
-        raise ValidationError("config_type", config_type, f"must be one of {allowed}") from None
-    if kind is ConfigType.STRING:
+    ctype = ConfigType(check_choice("config_type", config_type, ConfigType))
+    if ctype is ConfigType.STRING:
         if not isinstance(value, str):
             raise ValidationError(key, value, "must be a string", sensitive=sensitive)
         return value
-    if kind is ConfigType.JSON:
+    if ctype is ConfigType.JSON:
         if isinstance(value, str):
-            parse_config_value(kind, value, key=key, sensitive=sensitive)
+            parse_config_value(ctype, value, key=key, sensitive=sensitive)
             return value
-        try:
-            return dumps(value)
-        except (TypeError, ValueError):
-            raise ValidationError(key, value, "is not JSON-serialisable", sensitive=sensitive) from None
+        return check_json(key, value, sensitive=sensitive)
     if isinstance(value, str):
-        value = parse_config_value(kind, value, key=key, sensitive=sensitive)
-    if kind is ConfigType.BOOLEAN:
+        value = parse_config_value(ctype, value, key=key, sensitive=sensitive)
+    if ctype is ConfigType.BOOLEAN:
         if not isinstance(value, bool):
             raise ValidationError(key, value, "must be a boolean", sensitive=sensitive)
         return "true" if value else "false"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(key, value, f"must be {kind.value}", sensitive=sensitive)
-    if kind is ConfigType.INTEGER:
+        raise ValidationError(key, value, f"must be {ctype.value}", sensitive=sensitive)
+    if ctype is ConfigType.INTEGER:
         if isinstance(value, float) and not value.is_integer():
             raise ValidationError(key, value, "must be a whole number", sensitive=sensitive)
         return str(int(value))
     number = finite_float(key, value)
-    if kind is ConfigType.NUMBER and isinstance(value, int):
+    if ctype is ConfigType.NUMBER and isinstance(value, int):
         return str(value)
     return repr(number)
 
@@ -239,7 +233,7 @@ class AgentConfig(Timestamped):
         return super().save(force_insert=force_insert, only=only)
 
     def __repr__(self) -> str:
-        shown = "***" if self.is_sensitive else repr(self.config_value)
+        shown = MASK if self.is_sensitive else repr(self.config_value)
         return f"<AgentConfig: {self.config_key}={shown} ({self.config_type})>"
 
     __str__ = __repr__

@@ -8,7 +8,7 @@ agent type; later starts reuse its SQL with their own values in the slots.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
@@ -22,11 +22,21 @@ from .models import Agent, AgentStatus
 
 __all__ = ["Registrar"]
 
-# Stand-ins for the values that change from one start_agent to the next (see _statement_template).
-_NAME, _VERSION, _ENDPOINT = "\x00name", "\x00version", "\x00endpoint"
-_NOW = datetime(2000, 1, 1, 0, 0, 0, 424242, tzinfo=timezone.utc)
-_STAND_INS = (_NAME, _VERSION, _ENDPOINT, _NOW)
-_NEW_ID = object()
+
+
+class _Slot(str):
+    """A stand-in parameter of the cached statement, told apart by its type, never by its value.
+
+    peewee's string and UUID fields hand a ``str`` subclass through unchanged, so
+    each slot is found again among the built statement's parameters, and a
+    plugin default that happens to equal a stand-in's text stays a constant.
+    """
+
+
+# The values that change from one start_agent to the next (see _statement_template). Every
+# timestamp of the statement is "now", so its datetime parameters are slots too.
+_NAME, _VERSION, _ENDPOINT, _ID = _Slot("name"), _Slot("version"), _Slot("endpoint"), _Slot("id")
+_NOW = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 class Registrar:
@@ -36,27 +46,28 @@ class Registrar:
         self.database, self.models = database, models
         self._statements: dict[int, tuple[AgentType, str, list[Any]]] = {}
 
-    def register(self, kind: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
+    def register(self, agent_type: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
+        """Upsert the agent, insert its type's missing defaults and its state row; return the agent's row."""
         now = utcnow()
         if is_sqlite(self.database):
             with write_transaction(self.database):
-                upsert = self._upsert(kind, uuid.uuid4(), name, version, endpoint, now)
+                upsert = self._upsert(agent_type, uuid.uuid4(), name, version, endpoint, now)
                 agent_id = next(iter(upsert.execute())).id
-                for query in self._defaults(kind, agent_id, now):
+                for query in self._defaults(agent_type, agent_id, now):
                     query.execute()
         else:
-            agent_id = self._register_in_one_statement(kind, name, version, endpoint, now)
+            agent_id = self._register_in_one_statement(agent_type, name, version, endpoint, now)
         status = AgentStatus.ACTIVE.value
         return self.models.Agent(
-            id=agent_id, type=kind.name, name=name, version=version, status=status, endpoint=endpoint,
+            id=agent_id, type=agent_type.name, name=name, version=version, status=status, endpoint=endpoint,
             last_heartbeat=now, __no_default__=1,
         )  # fmt: skip
 
     def _upsert(
-        self, kind: AgentType, ident: uuid.UUID, name: str, version: str, endpoint: str | None, now: datetime
+        self, agent_type: AgentType, ident: Any, name: str, version: str, endpoint: str | None, now: datetime
     ) -> Any:
         agent = self.models.Agent
-        row = {"id": ident, "type": kind.name, "name": name, "version": version, "endpoint": endpoint}
+        row = {"id": ident, "type": agent_type.name, "name": name, "version": version, "endpoint": endpoint}
         kept = [agent.version, agent.endpoint, agent.status, agent.last_heartbeat, agent.updated_at]
         return (
             agent.insert(row, status=AgentStatus.ACTIVE.value, last_heartbeat=now, created_at=now, updated_at=now)
@@ -65,7 +76,7 @@ class Registrar:
         )
 
     def _register_in_one_statement(
-        self, kind: AgentType, name: str, version: str, endpoint: str | None, now: datetime
+        self, agent_type: AgentType, name: str, version: str, endpoint: str | None, now: datetime
     ) -> uuid.UUID:
         """PostgreSQL: the upsert and the default inserts as data-modifying CTEs, one round trip.
 
@@ -73,34 +84,32 @@ class Registrar:
         later starts reuse its SQL with their own values where the stand-ins
         were, and new row ids. Building the SQL costs more than the round trip.
         """
-        cached = self._statements.get(id(kind))
-        if cached is None or cached[0] is not kind:
-            cached = self._statements[id(kind)] = (kind, *self._statement_template(kind))
+        cached = self._statements.get(id(agent_type))
+        if cached is None or cached[0] is not agent_type:
+            cached = self._statements[id(agent_type)] = (agent_type, *self._statement_template(agent_type))
         _, sql, slots = cached
-        given = {_NAME: name, _VERSION: version, _ENDPOINT: endpoint, _NOW: now}
-        params = [uuid.uuid4().hex if p is _NEW_ID else given[p] if p in _STAND_INS else p for p in slots]
+        stamp = self.models.Agent.last_heartbeat.db_value(now)
+        given = {_NAME: name, _VERSION: version, _ENDPOINT: endpoint}
+        params = [_fill(p, given, stamp) for p in slots]
         return uuid.UUID(str(self.database.execute_sql(sql, params).fetchone()[0]))
 
-    def _statement_template(self, kind: AgentType) -> tuple[str, list[Any]]:
-        """``kind``'s registration SQL, and its parameters with :data:`_NEW_ID` where a row id goes."""
-        made = [uuid.UUID(int=i) for i in range(1, 2 + len(kind.configs) + len(kind.capabilities) + 1)]
-        ids = iter(made)
-        registered = self._upsert(kind, next(ids), _NAME, _VERSION, _ENDPOINT, _NOW).cte("registered")
+    def _statement_template(self, agent_type: AgentType) -> tuple[str, list[Any]]:
+        """``agent_type``'s registration SQL, and its parameters with the slots in place."""
+        registered = self._upsert(agent_type, _ID, _NAME, _VERSION, _ENDPOINT, _NOW).cte("registered")
         ref = peewee.Select([registered], [registered.c.id])
-        writes = [query.cte(f"defaults_{i}") for i, query in enumerate(self._defaults(kind, ref, _NOW, ids))]
+        inserts = self._defaults(agent_type, ref, _NOW, new_id=lambda: _ID)
+        writes = [query.cte(f"defaults_{i}") for i, query in enumerate(inserts)]
         sql, params = registered.select_from(registered.c.id).with_cte(registered, *writes).sql()
-        hexes = {ident.hex for ident in made}
-        return sql, [_NEW_ID if isinstance(p, str) and p in hexes else p for p in params]
+        return sql, params
 
     def _defaults(
-        self, kind: AgentType, agent: Any, now: datetime, ids: Iterator[uuid.UUID] | None = None
+        self, agent_type: AgentType, agent: Any, now: datetime, new_id: Callable[[], Any] = uuid.uuid4
     ) -> list[Any]:
-        """The inserts of ``kind``'s missing defaults and of the state row, for ``agent`` (an id or a subquery)."""
+        """The inserts of the type's missing defaults and of the state row, for ``agent`` (an id or a subquery)."""
         m = self.models
         stamps = {"agent": agent, "created_at": now, "updated_at": now}
-        new_id = (lambda: next(ids)) if ids is not None else uuid.uuid4
         queries = []
-        if kind.configs:
+        if agent_type.configs:
             rows = [
                 dict(
                     stamps,
@@ -111,11 +120,11 @@ class Registrar:
                     description=c.description,
                     is_sensitive=c.sensitive,
                 )
-                for c in kind.configs
+                for c in agent_type.configs
             ]
             target = [m.AgentConfig.agent, m.AgentConfig.config_key]
             queries.append(m.AgentConfig.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
-        if kind.capabilities:
+        if agent_type.capabilities:
             rows = [
                 dict(
                     stamps,
@@ -126,7 +135,7 @@ class Registrar:
                     parameters=dict(c.parameters),
                     is_enabled=c.enabled,
                 )
-                for c in kind.capabilities
+                for c in agent_type.capabilities
             ]
             target = [m.AgentCapability.agent, m.AgentCapability.capability_name, m.AgentCapability.capability_version]
             queries.append(m.AgentCapability.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
@@ -143,3 +152,10 @@ class Registrar:
         )
         queries.append(state.on_conflict(conflict_target=[m.AgentState.agent], preserve=[m.AgentState.last_heartbeat]))
         return queries
+
+
+def _fill(param: Any, given: dict[_Slot, Any], stamp: Any) -> Any:
+    """A cached statement's parameter for this start: a new id, a given value, the time, or the constant."""
+    if type(param) is _Slot:
+        return uuid.uuid4().hex if param is _ID else given[param]
+    return stamp if isinstance(param, datetime) else param

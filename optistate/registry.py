@@ -19,8 +19,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .defaults import AgentType, Capability, Config, agent_type
+from . import defaults, hookspecs
+from .defaults import AgentType, Capability, Config
 from .errors import NotFoundError, PluginError, UnknownAgentType, ValidationError
 
 __all__ = ["BLOCK_ENV_VAR", "ENTRY_POINT_GROUP", "Registry"]
@@ -255,31 +255,31 @@ class _Collected:
                 self.errors[impl.plugin_name] = _failure(impl.plugin_name, "register_agent_types raised", exc)
                 log.warning("%s", self.errors[impl.plugin_name])
                 continue
-            for kind in found:
-                self._add(kind)
+            for declared in found:
+                self._add(declared)
 
-    def _add(self, kind: AgentType) -> None:
-        self.by_plugin.setdefault(kind.plugin, []).append(kind.name)
-        first = self.types.get(kind.name)
-        if kind.name in self.unusable or (first is not None and first.same_defaults(kind)):
+    def _add(self, agent_type: AgentType) -> None:
+        self.by_plugin.setdefault(agent_type.plugin, []).append(agent_type.name)
+        first = self.types.get(agent_type.name)
+        if agent_type.name in self.unusable or (first is not None and first.same_defaults(agent_type)):
             return
         if first is None:
-            self.types[kind.name] = kind
+            self.types[agent_type.name] = agent_type
             return
         error = PluginError(
-            kind.plugin,
-            f"agent type {kind.name!r} is also registered by plugin {first.plugin!r} with different defaults;"
+            agent_type.plugin,
+            f"agent type {agent_type.name!r} is also registered by plugin {first.plugin!r} with different defaults;"
             f" neither is used until one is removed or blocked (${BLOCK_ENV_VAR})",
         )
-        del self.types[kind.name]
-        self.unusable[kind.name] = error
-        self.errors.setdefault(kind.plugin, error)
+        del self.types[agent_type.name]
+        self.unusable[agent_type.name] = error
+        self.errors.setdefault(agent_type.plugin, error)
         log.warning("%s", error)
 
 
 def _register_callback(plugin: str, found: list[AgentType]) -> Callable[..., None]:
     def register(name: str, configs: Iterable[Config] = (), capabilities: Iterable[Capability] = ()) -> None:
         """Register the agent type ``name`` with its default configs and capabilities."""
-        found.append(agent_type(plugin, name, configs, capabilities))
+        found.append(defaults.agent_type(plugin, name, configs, capabilities))
 
     return register

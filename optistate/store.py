@@ -2,16 +2,13 @@
 
 ``optistate.connect()`` opens the database, applies pending migrations
 (race-safely, see :mod:`optistate.schema`) and binds the classes in
-:mod:`optistate.models` to it, so ``AgentConfig.select()`` queries this store.
-With two stores in one process those classes follow the one connected last;
-each store's own methods, and ``store.models``, always use that store's
-database.
+:mod:`optistate.models` to it (with two stores, see :mod:`optistate.models`).
+The store keeps a weak reference to each agent handle it made: the same
+handle comes back from :meth:`Store.agent`, and :meth:`Store.close` flushes them.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -21,27 +18,14 @@ import peewee
 
 from .agent import AgentHandle
 from .database import open_database, redact, resolve_url
-from .errors import IntegrityError, NotFoundError, ValidationError
-from .fields import utcnow
+from .errors import IntegrityError, NotFoundError
+from .fields import check_text, utcnow
 from .models import MODELS, Agent, bound_models
 from .registration import Registrar
 from .registry import Registry
 from .schema import migrate as apply_migrations
 
 __all__ = ["Store", "connect"]
-
-log = logging.getLogger("optistate")
-_running: weakref.WeakSet[AgentHandle] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    for agent in list(_running):
-        try:
-            agent.flush()
-        except Exception as exc:  # the interpreter is going away: report, do not raise
-            log.error("could not flush metrics of %s at exit: %s", agent, exc)
-
 
 def connect(url: str | None = None, *, migrate: bool = True, plugins: Registry | None = None) -> Store:
     """Open a store on ``url``, ``$OPTISTATE_DATABASE_URL``, or ``sqlite:///optistate.db``.
@@ -64,7 +48,7 @@ class Store:
     def __init__(self, database: peewee.Database, plugins: Registry, *, url: str = ""):
         self.database, self.plugins, self.url = database, plugins, url
         self.models = bound_models(database)
-        self._agents: dict[Any, AgentHandle] = {}
+        self._agents: weakref.WeakValueDictionary[uuid.UUID, AgentHandle] = weakref.WeakValueDictionary()
         self._registrar = Registrar(database, self.models)
 
     def __repr__(self) -> str:
@@ -77,14 +61,10 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Flush every running agent's metrics and close the connection."""
+        """Flush the metrics of every agent handle this store made, and close the connection."""
         for agent in list(self._agents.values()):
             agent.flush()
         self.database.close()
-
-    def _forget(self, agent: AgentHandle) -> None:
-        self._agents.pop(agent.id, None)
-        _running.discard(agent)
 
     def start_agent(
         self, type: str, name: str | None = None, version: str = "0.1.0", endpoint: str | None = None
@@ -100,23 +80,18 @@ class Store:
 
         :raises UnknownAgentType: no loaded plugin registers ``type``.
         """
-        kind = self.plugins.agent_type(type)
+        agent_type = self.plugins.agent_type(type)
         name = type if name is None else name
-        for field, value in (("name", name), ("version", version)):
-            if not isinstance(value, str) or not value:
-                raise ValidationError(field, value, "must be a non-empty string")
-        if endpoint is not None and not isinstance(endpoint, str):
-            raise ValidationError("endpoint", endpoint, "must be a string or None")
         fields = self.models.Agent._meta.fields
-        for field, text in (("name", name), ("version", version), ("endpoint", endpoint)):
-            fields[field].db_value(text)  # the lengths; the reused PostgreSQL statement skips the fields
+        check_text("name", name, fields["name"].max_length)
+        check_text("version", version, fields["version"].max_length)
+        if endpoint is not None:
+            check_text("endpoint", endpoint, fields["endpoint"].max_length, required=False)
         try:
-            row = self._registrar.register(kind, name, version, endpoint)
+            row = self._registrar.register(agent_type, name, version, endpoint)
         except peewee.IntegrityError as exc:
             raise IntegrityError.from_driver(exc) from None
-        agent = AgentHandle(self, row)
-        self._agents[agent.id] = agent
-        _running.add(agent)
+        agent = self._handle(row)
         self.plugins.notify("agent_started", agent=agent)  # a failing plugin is logged there, by name
         return agent
 
@@ -141,16 +116,25 @@ class Store:
             types = ", ".join(sorted(r.type for r in rows))
             raise NotFoundError("agent", name, f"the name is used by several types ({types}); give the type too")
         running = self._agents.get(rows[0].id)
-        return running if running is not None else AgentHandle(self, rows[0])
+        return running if running is not None else self._handle(rows[0])
+
+    def _handle(self, row: Agent) -> AgentHandle:
+        agent = self._agents[row.id] = AgentHandle(self.database, self.models, self.plugins, row)
+        return agent
 
     def agents(self, type: str | None = None, status: str | None = None) -> list[Agent]:
-        """Registered agents, by type then name, optionally filtered by type and registration status."""
-        model = self.models.Agent
-        query = model.select().order_by(model.type, model.name)
+        """Registered agents, by type then name.
+
+        :param type: only agents of this type.
+        :param status: only agents in this run-time status (``agent_states.status``),
+            as :meth:`overview` and ``optistate agents --status`` filter.
+        """
+        m = self.models
+        query = m.Agent.select().order_by(m.Agent.type, m.Agent.name)
         if type is not None:
-            query = query.where(model.type == type)
+            query = query.where(m.Agent.type == type)
         if status is not None:
-            query = query.where(model.status == status)
+            query = query.join(m.AgentState, on=(m.AgentState.agent == m.Agent.id)).where(m.AgentState.status == status)
         return list(query)
 
     def overview(self, type: str | None = None, status: str | None = None) -> list[dict[str, Any]]:

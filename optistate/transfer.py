@@ -27,7 +27,7 @@ import peewee
 
 from . import __version__
 from .database import is_sqlite, write_transaction
-from .errors import OptistateError, TransferError, ValidationError
+from .errors import OptistateError, TransferError, ValidationError, one_line
 from .fields import TimestampField, dumps, utcnow
 from .models import parse_config_value
 from .store import Store
@@ -40,7 +40,6 @@ __all__ = [
     "to_json",
     "row_count",
     "count_lines",
-    "one_line",
 ]
 
 FORMAT, VERSION = "optistate", 1
@@ -51,12 +50,6 @@ Progress = Callable[[int], None]
 
 def _nothing(done: int) -> None:
     return None
-
-
-def one_line(exc: BaseException) -> str:
-    """An error's message as one line, without PostgreSQL's "Failing row contains" detail (it may hold a secret)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "Failing row contains" not in line]
-    return "; ".join(lines) or type(exc).__name__
 
 
 def _tables(store: Store) -> dict[str, Any]:
@@ -240,9 +233,9 @@ class _Importer:
         if agent not in self.agent_types:
             raise ValidationError("agent_id", str(agent), "names no agent earlier in the file (agents come first)")
         if meta.table_name == "agent_configs":
-            key, kind = row[meta.fields["config_key"]], row[meta.fields["config_type"]]
+            key, config_type = row[meta.fields["config_key"]], row[meta.fields["config_type"]]
             sensitive = row[meta.fields["is_sensitive"]]
-            value = parse_config_value(kind, row[meta.fields["config_value"]], key=key, sensitive=sensitive)
+            value = parse_config_value(config_type, row[meta.fields["config_value"]], key=key, sensitive=sensitive)
             self.store.plugins.check_config(self.agent_types[agent], key, value, sensitive=sensitive)
 
     def flush(self, table: str) -> None:

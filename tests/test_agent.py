@@ -57,7 +57,7 @@ def counts(store):
 
 class TestStart:
     def test_start_registers_agent_defaults_and_idle_state(self, store, probe):
-        row = probe.row
+        row = probe.registration()
         assert (row.type, row.name, row.version, row.endpoint, row.status) == (
             "probe",
             "Probe 1",
@@ -94,7 +94,8 @@ class TestStart:
         probe.config.set("batch_size", 64)
         again = store.start_agent("probe", name="Probe 1", version="1.1.0", endpoint=None)
         assert again.id == probe.id
-        assert (again.row.version, again.row.endpoint) == ("1.1.0", None)
+        row = again.registration()
+        assert (row.version, row.endpoint) == ("1.1.0", None)
         assert again.config["batch_size"] == 64
         assert counts(store)["AgentConfig"] == 3 and counts(store)["AgentState"] == 1
 
@@ -111,7 +112,8 @@ class TestStart:
     def test_agents_of_one_type_get_their_own_rows(self, store, probe):
         second = store.start_agent("probe", name="Probe 2", version="2.0.0", endpoint="http://two")
         assert second.id != probe.id
-        assert (second.row.name, second.row.version, second.row.endpoint) == ("Probe 2", "2.0.0", "http://two")
+        row = second.registration()
+        assert (row.name, row.version, row.endpoint) == ("Probe 2", "2.0.0", "http://two")
         assert second.config["batch_size"] == 32 and len(second.capabilities()) == 3
         assert counts(store)["AgentConfig"] == 6 and counts(store)["AgentState"] == 2
 
@@ -218,9 +220,9 @@ class TestConfig:
 
 class TestState:
     def test_heartbeat_moves_both_stamps(self, probe):
-        before, state_before = probe.row.last_heartbeat, probe.state().last_heartbeat
+        before, state_before = probe.registration().last_heartbeat, probe.state().last_heartbeat
         probe.heartbeat()
-        assert probe.row.last_heartbeat > before
+        assert probe.registration().last_heartbeat > before
         assert probe.state().last_heartbeat > state_before
 
     def test_set_status(self, probe):
@@ -266,7 +268,7 @@ class TestState:
     def test_stop_flushes_and_goes_offline(self, probe):
         probe.record_metric("m", 1.0)
         probe.stop()
-        assert probe.row.status == "offline" and probe.state().status == "offline"
+        assert probe.registration().status == "offline" and probe.state().status == "offline"
         assert len(probe.metrics("m")) == 1
 
 
@@ -359,7 +361,7 @@ class TestMetrics:
         )
 
     def test_buffer_flushes_when_full(self, probe):
-        probe._metrics.size = 3
+        probe.buffer.size = 3
         for i in range(7):
             probe.record_metric("m", float(i))
         assert len(probe.metrics("m")) == 6
@@ -382,8 +384,10 @@ def test_two_stores_in_one_process_do_not_step_on_each_other(sqlite_url, pg_url)
 
 
 def test_every_error_is_an_optistate_error():
-    for name in optistate.errors.__all__:
-        assert issubclass(getattr(optistate.errors, name), OptistateError)
+    classes = [getattr(optistate.errors, n) for n in optistate.errors.__all__ if n[0].isupper() and n != "MASK"]
+    assert len(classes) >= 10
+    for cls in classes:
+        assert issubclass(cls, OptistateError)
 
 
 def test_metadata_search_uses_the_gin_index_on_postgresql(pg_url):
