@@ -56,6 +56,16 @@ def counts(store):
 
 
 class TestStart:
+    def test_defaults_that_look_like_stand_ins_are_stored_as_declared(self, store):
+        lookalikes = ["00000000000000000000000000000002", "name", "version", "endpoint", "id"]
+        configs = [Config(f"k{i}", text, "string") for i, text in enumerate(lookalikes)]
+        store.plugins.register(ProbePlugin(configs=configs, type_name="lookalike"), name="lookalike")
+        for run in range(2):  # the second start reuses the cached statement on PostgreSQL
+            agent = store.start_agent("lookalike", name=f"L{run}", version="2.0.0", endpoint="http://e")
+            assert [agent.config[f"k{i}"] for i in range(len(lookalikes))] == lookalikes
+            row = agent.registration()
+            assert (row.name, row.version, row.endpoint) == (f"L{run}", "2.0.0", "http://e")
+
     def test_start_registers_agent_defaults_and_idle_state(self, store, probe):
         row = probe.registration()
         assert (row.type, row.name, row.version, row.endpoint, row.status) == (
