@@ -117,8 +117,13 @@ class Registry:
         with self._lock:
             try:
                 registered = self.pm.register(plugin, name)
-            except ValueError as exc:  # the name or the object is registered already
-                raise PluginError(name, str(exc).splitlines()[0]) from None
+            except ValueError:  # pluggy's messages show the new object under the new name, as if registered
+                taken = self.pm.get_plugin(name)
+                if taken is not None:
+                    raise PluginError(name, f"Plugin name already registered, to {taken!r}") from None
+                raise PluginError(
+                    self.pm.get_name(plugin), f"already registered under this name; not registered again as {name!r}"
+                ) from None
             except pluggy.PluginValidationError as exc:  # a hook's arguments do not match its spec
                 raise PluginError(name, "; ".join(str(exc).splitlines())) from None
             if registered is None:
