@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import peewee
+
 from .database import write_transaction
-from .errors import NotFoundError, ValidationError
+from .errors import IntegrityError, NotFoundError, ValidationError
 from .fields import check_text, utcnow
 from .models import ConfigType, format_config_value, parse_config_value
 
@@ -95,21 +97,28 @@ class ConfigView:
         value must parse as the type and pass every plugin's
         ``validate_config``; otherwise :class:`ValidationError`, and nothing is stored.
         """
-        model = self._model
         check_text("config_key", key, 255)
         wanted = config_type.value if isinstance(config_type, ConfigType) else config_type
+        try:
+            self._write(key, value, wanted, is_sensitive, description)
+        except peewee.IntegrityError as exc:  # the foreign key refused: is the agent's row gone?
+            self._check_agent_exists()  # after the rollback, which PostgreSQL needs before the next query
+            raise IntegrityError.from_driver(exc) from None
+        self._rows = None
+
+    def _write(
+        self, key: str, value: Any, wanted: str | None, is_sensitive: bool | None, description: str | None
+    ) -> None:
+        model = self._model
         with write_transaction(model._meta.database):
             current = model.get_or_none((model.agent == self._agent_id) & (model.config_key == key))
             if current is not None:
                 if wanted is not None and wanted != current.config_type:
-                    raise ValidationError(
-                        "config_type",
-                        wanted,
-                        f"{key!r} is stored as {current.config_type}; an existing key keeps its type",
-                    )
+                    raise _keeps_type(key, wanted, current.config_type)
                 wanted = current.config_type
                 sensitive = current.is_sensitive if is_sensitive is None else bool(is_sensitive)
             elif wanted is None:
+                self._check_agent_exists()
                 raise ValidationError("config_type", None, f"required for the new key {key!r}")
             else:
                 sensitive = bool(is_sensitive)
@@ -120,22 +129,31 @@ class ConfigView:
             update = {model.config_value: text, model.is_sensitive: sensitive, model.updated_at: now}
             if description is not None:
                 update[model.description] = description
-            (
-                model.insert(
-                    agent=self._agent_id,
-                    config_key=key,
-                    config_value=text,
-                    config_type=wanted,
-                    description=description,
-                    is_sensitive=sensitive,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict(conflict_target=[model.agent, model.config_key], update=update)
-                .execute()
+            row = {
+                "agent": self._agent_id, "config_key": key, "config_value": text, "config_type": wanted,
+                "description": description, "is_sensitive": sensitive, "created_at": now, "updated_at": now,
+            }  # fmt: skip
+            # The type condition is checked by the write itself: a key another process has just
+            # created with another type is left alone, and no row comes back.
+            upsert = model.insert(row).on_conflict(
+                conflict_target=[model.agent, model.config_key],
+                update=update,
+                where=(model.config_type == peewee.EXCLUDED.config_type),
             )
-        self._rows = None
+            written = list(upsert.returning(model.config_type).tuples().execute())
+            if not written:
+                stored = model.get((model.agent == self._agent_id) & (model.config_key == key)).config_type
+                raise _keeps_type(key, wanted, stored)
+
+    def _check_agent_exists(self) -> None:
+        agent = self._model.agent.rel_model
+        if not agent.select().where(agent.id == self._agent_id).exists():
+            raise NotFoundError("agent", self._agent_name, "it was deleted, perhaps by another process")
 
     def __repr__(self) -> str:
         shown = ", ".join(repr(row) for row in self._cache().values())
         return f"<ConfigView {self._agent_name}: [{shown}]>"
+
+
+def _keeps_type(key: str, wanted: str, stored: str) -> ValidationError:
+    return ValidationError("config_type", wanted, f"{key!r} is stored as {stored}; an existing key keeps its type")
