@@ -204,7 +204,12 @@ class Agent(Timestamped):
         return self._states.first()  # type: ignore[attr-defined]
 
     def __str__(self) -> str:
-        return f"{self.type}/{self.name}"
+        """``cost/Cost Optimizer 1.0.0 (active)``: peewee's repr of every model is ``<Class: str(row)>``.
+
+        That repr is made for each class, bound subclasses included, so the
+        models name their rows in ``__str__``, never in ``__repr__``.
+        """
+        return f"{self.type}/{self.name} {self.version} ({self.status})"
 
 
 class AgentConfig(Timestamped):
@@ -232,11 +237,11 @@ class AgentConfig(Timestamped):
         )
         return super().save(force_insert=force_insert, only=only)
 
-    def __repr__(self) -> str:
-        shown = MASK if self.is_sensitive else repr(self.config_value)
-        return f"<AgentConfig: {self.config_key}={shown} ({self.config_type})>"
-
-    __str__ = __repr__
+    def __str__(self) -> str:
+        """``api_token=*** (string)``, ``max_pages=100 (integer)``: sensitive values masked, strings quoted."""
+        text = self.config_value
+        shown = MASK if self.is_sensitive else repr(text) if self.config_type == ConfigType.STRING.value else text
+        return f"{self.config_key}={shown} ({self.config_type})"
 
 
 class AgentState(Timestamped):
@@ -256,6 +261,12 @@ class AgentState(Timestamped):
     class Meta:
         table_name = "agent_states"
 
+    def __str__(self) -> str:
+        """``error, workflow 'quality_check', 1 error``."""
+        workflow = f", workflow {self.current_workflow!r}" if self.current_workflow else ""
+        errors = f", {self.error_count} error{'' if self.error_count == 1 else 's'}" if self.error_count else ""
+        return f"{self.status}{workflow}{errors}"
+
 
 class AgentCapability(Timestamped):
     """One version of one capability; several versions of a name may coexist."""
@@ -271,6 +282,9 @@ class AgentCapability(Timestamped):
         table_name = "agent_capabilities"
         indexes = ((("agent", "capability_name", "capability_version"), True),)
 
+    def __str__(self) -> str:
+        return f"{self.capability_name} {self.capability_version} ({'enabled' if self.is_enabled else 'disabled'})"
+
 
 class AgentMetric(BaseModel):
     """One time-series point."""
@@ -285,6 +299,12 @@ class AgentMetric(BaseModel):
 
     class Meta:
         table_name = "agent_metrics"
+
+    def __str__(self) -> str:
+        """``gpu_utilization=78.5 percent at 2025-01-31T12:00:00+00:00``."""
+        unit = f" {self.metric_unit}" if self.metric_unit else ""
+        stamp = self.collection_timestamp
+        return f"{self.metric_name}={self.metric_value}{unit} at {stamp.isoformat() if stamp else None}"
 
 
 MODELS: tuple[type[BaseModel], ...] = (Agent, AgentConfig, AgentState, AgentCapability, AgentMetric)

@@ -121,9 +121,8 @@ class Registry:
                 taken = self.pm.get_plugin(name)
                 if taken is not None:
                     raise PluginError(name, f"Plugin name already registered, to {taken!r}") from None
-                raise PluginError(
-                    self.pm.get_name(plugin), f"already registered under this name; not registered again as {name!r}"
-                ) from None
+                again = f"already registered under this name; not registered again as {name!r}"
+                raise PluginError(self.pm.get_name(plugin) or name, again) from None
             except pluggy.PluginValidationError as exc:  # a hook's arguments do not match its spec
                 raise PluginError(name, "; ".join(str(exc).splitlines())) from None
             if registered is None:
