@@ -7,7 +7,9 @@
         agent = optistate_store.start_agent("my_type")
         assert agent.config["my_key"] == 1
 
-Installed plugins (the ``optistate`` entry points) are loaded as usual.
+Installed plugins (the ``optistate`` entry points) are loaded as usual, so an
+installed plugin is registered already, under its entry-point name. pytest
+itself is not a dependency of optistate: ``pip install 'optistate[test]'``.
 """
 from __future__ import annotations
 
