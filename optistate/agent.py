@@ -101,13 +101,20 @@ class AgentHandle:
         if self._on_sqlite:
             with write_transaction(self.database):
                 self.database.execute_sql(_HEARTBEAT_STATE_SQLITE, (now, ident))
-                self.database.execute_sql(_HEARTBEAT_AGENT_SQLITE, (now, ident))
+                stamped = self.database.execute_sql(_HEARTBEAT_AGENT_SQLITE, (now, ident)).rowcount
         else:
-            self.database.execute_sql(_HEARTBEAT_POSTGRES, (now, ident, now, ident))
+            stamped = self.database.execute_sql(_HEARTBEAT_POSTGRES, (now, ident, now, ident)).rowcount
+        if not stamped:
+            raise NotFoundError.deleted_agent(self.name)
 
     def _update_state(self, **values: Any) -> None:
+        """One UPDATE of the agent's state row; :class:`NotFoundError` if the agent is gone."""
         model = self.models.AgentState
-        model.update(**values).where(model.agent == self.id).execute()
+        if not model.update(**values).where(model.agent == self.id).execute():
+            raise NotFoundError.deleted_agent(self.name)
+
+    def _exists(self) -> bool:
+        return bool(self.models.Agent.select().where(self.models.Agent.id == self.id).exists())
 
     def set_status(self, status: str | AgentStatus) -> None:
         """Set the run-time status (``agent_states.status``); the field refuses an unknown one."""
@@ -181,6 +188,8 @@ class AgentHandle:
         if version is not None:
             query = query.where(model.capability_version == version)
         changed = query.execute()
+        if not changed and not self._exists():
+            raise NotFoundError.deleted_agent(self.name)
         if not changed:
             raise NotFoundError(
                 "capability", f"{name} {version}" if version else name, f"agent {self.name!r} has no such capability"
@@ -220,11 +229,19 @@ class AgentHandle:
     # -- lifecycle ----------------------------------------------------------------
 
     def stop(self) -> None:
-        """Flush buffered metrics, mark the agent and its state offline, and tell the plugins."""
+        """Flush buffered metrics, mark the agent offline, and tell the plugins.
+
+        ``agents.status`` becomes ``offline``; the state row goes back to
+        ``idle`` with no workflow, data or locks (``offline`` is a registration
+        status, not a run-time one, as in the seed's schema).
+        """
         self.flush()
         now = utcnow()
         with write_transaction(self.database):
             agent = self.models.Agent
             agent.update(status=AgentStatus.OFFLINE.value, last_heartbeat=now).where(agent.id == self.id).execute()
-            self._update_state(status=AgentStatus.OFFLINE.value, last_heartbeat=now)
+            self._update_state(
+                status=AgentStatus.IDLE.value, current_workflow=None, workflow_data={}, resource_locks=[],
+                last_heartbeat=now,
+            )  # fmt: skip
         self.plugins.notify("agent_stopped", agent=self)  # a failing plugin is logged there, by name

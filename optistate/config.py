@@ -148,7 +148,7 @@ class ConfigView:
     def _check_agent_exists(self) -> None:
         agent = self._model.agent.rel_model
         if not agent.select().where(agent.id == self._agent_id).exists():
-            raise NotFoundError("agent", self._agent_name, "it was deleted, perhaps by another process")
+            raise NotFoundError.deleted_agent(self._agent_name)
 
     def __repr__(self) -> str:
         shown = ", ".join(repr(row) for row in self._cache().values())

@@ -65,6 +65,11 @@ class NotFoundError(OptistateError, LookupError):
         self.kind, self.key = kind, key
         super().__init__(f"{kind} {key!r} not found" + (f"; {hint}" if hint else ""))
 
+    @classmethod
+    def deleted_agent(cls, name: str) -> NotFoundError:
+        """For a write through a handle whose agent's row is gone (``import --replace``, ``demo --reset``)."""
+        return cls("agent", name, "it was deleted, perhaps by another process")
+
 
 class UnknownAgentType(NotFoundError):
     """An agent type that no loaded plugin registers."""

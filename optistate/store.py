@@ -20,7 +20,7 @@ from .agent import AgentHandle
 from .database import open_database, redact, resolve_url
 from .errors import IntegrityError, NotFoundError
 from .fields import check_text, utcnow
-from .models import MODELS, Agent, bound_models
+from .models import MODELS, Agent, AgentStatus, bound_models
 from .registration import Registrar
 from .registry import Registry
 from .schema import migrate as apply_migrations
@@ -141,7 +141,8 @@ class Store:
         """One summary per agent, by type then name, in three queries whatever the number of agents.
 
         ``status`` filters on the run-time status (``agent_states.status``), which
-        is also the ``status`` reported; ``registered_status`` is ``agents.status``.
+        is also the ``status`` reported, except that a stopped agent reports
+        ``offline``; ``registered_status`` is ``agents.status``.
         """
         m, now = self.models, utcnow()
         query = (
@@ -166,7 +167,7 @@ class Store:
             rows.append({
                 "id": str(agent.id), "type": agent.type, "name": agent.name, "version": agent.version,
                 "endpoint": agent.endpoint, "registered_status": agent.status,
-                "status": state.status if state is not None else agent.status,
+                "status": agent.status if state is None or agent.status == AgentStatus.OFFLINE else state.status,
                 "workflow": state.current_workflow if state is not None else None,
                 "workflow_data": state.workflow_data if state is not None else {},
                 "locks": state.resource_locks if state is not None else [],

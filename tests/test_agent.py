@@ -275,11 +275,48 @@ class TestState:
             probe.begin_workflow("w", data={"x": object()})
         assert probe.state().current_workflow is None
 
-    def test_stop_flushes_and_goes_offline(self, probe):
+    def test_stop_flushes_goes_offline_and_leaves_the_state_idle(self, probe, store):
+        probe.begin_workflow("w", {"x": 1}, locks=["db"])
         probe.record_metric("m", 1.0)
         probe.stop()
-        assert probe.registration().status == "offline" and probe.state().status == "offline"
+        state = probe.state()
+        assert probe.registration().status == "offline"
+        assert (state.status, state.current_workflow, state.workflow_data, state.resource_locks) == ("idle", None, {}, [])
         assert len(probe.metrics("m")) == 1
+        assert [row["status"] for row in store.overview()] == ["offline"]
+
+
+class TestDeletedAgent:
+    """Another process deleted the agent (``import --replace``, ``demo --reset``): writes say so."""
+
+    @pytest.fixture
+    def gone(self, probe, store):
+        store.models.Agent.delete().where(store.models.Agent.id == probe.id).execute()
+        return probe
+
+    @pytest.mark.parametrize(
+        "write",
+        [
+            lambda a: a.heartbeat(),
+            lambda a: a.set_status("busy"),
+            lambda a: a.set_resource_usage({"cpu": 1}),
+            lambda a: a.begin_workflow("w"),
+            lambda a: a.finish_workflow(),
+            lambda a: a.config.set("batch_size", 64),
+            lambda a: a.config.set("new_key", 1),
+            lambda a: a.config.set("new_key", 1, config_type="integer"),
+            lambda a: a.enable_capability("kv_cache_tuning"),
+            lambda a: a.disable_capability("kv_cache_tuning", "2.0.0"),
+        ],
+    )
+    def test_a_write_raises_not_found_naming_the_agent(self, gone, write):
+        with pytest.raises(NotFoundError, match="agent 'Probe 1' not found; it was deleted"):
+            write(gone)
+
+    def test_a_workflow_block_raises_not_found(self, gone):
+        with pytest.raises(NotFoundError, match="agent 'Probe 1'"):
+            with gone.workflow("w"):
+                pass  # pragma: no cover - begin_workflow raises first
 
 
 class TestCapabilities:
