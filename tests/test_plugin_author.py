@@ -165,6 +165,11 @@ def test_the_command_lists_the_files_and_what_to_run_next(tmp_path):
     ]
 
 
+def test_the_command_is_listed_with_its_summary():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert "  plugin " in result.stdout and "Start a plugin of your own: plugin new NAME." in result.stdout
+
+
 def test_the_command_refuses_in_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["plugin", "new", "Web Crawler", "--dir", str(tmp_path / "src")])
 
