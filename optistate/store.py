@@ -126,23 +126,32 @@ class Store:
         """Registered agents, by type then name.
 
         :param type: only agents of this type.
-        :param status: only agents in this run-time status (``agent_states.status``),
-            as :meth:`overview` and ``optistate agents --status`` filter.
+        :param status: only agents reporting this status, as :meth:`overview` and
+            ``optistate agents --status`` show it: the run-time status (``agent_states.status``)
+            of a running agent, ``offline`` for a stopped one.
         """
         m = self.models
         query = m.Agent.select().order_by(m.Agent.type, m.Agent.name)
         if type is not None:
             query = query.where(m.Agent.type == type)
         if status is not None:
-            query = query.join(m.AgentState, on=(m.AgentState.agent == m.Agent.id)).where(m.AgentState.status == status)
+            query = query.join(m.AgentState, peewee.JOIN.LEFT_OUTER, on=(m.AgentState.agent == m.Agent.id))
+            query = query.where(self._reported_status(status))
         return list(query)
+
+    def _reported_status(self, status: str) -> Any:
+        """The condition "reports ``status``": ``offline`` is the registration's, the others the state row's."""
+        m = self.models
+        if status == AgentStatus.OFFLINE:
+            return m.Agent.status == status
+        return (m.AgentState.status == status) & (m.Agent.status != AgentStatus.OFFLINE.value)
 
     def overview(self, type: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """One summary per agent, by type then name, in three queries whatever the number of agents.
 
-        ``status`` filters on the run-time status (``agent_states.status``), which
-        is also the ``status`` reported, except that a stopped agent reports
-        ``offline``; ``registered_status`` is ``agents.status``.
+        ``status`` is the run-time status (``agent_states.status``), except that a
+        stopped agent reports ``offline``; ``registered_status`` is ``agents.status``.
+        The ``status`` parameter filters on what is reported.
         """
         m, now = self.models, utcnow()
         query = (
@@ -153,7 +162,7 @@ class Store:
         if type is not None:
             query = query.where(m.Agent.type == type)
         if status is not None:
-            query = query.where(m.AgentState.status == status)
+            query = query.where(self._reported_status(status))
         configs = _per_agent(m.AgentConfig.select(m.AgentConfig.agent, peewee.fn.COUNT(m.AgentConfig.id)))
         enabled = peewee.Case(None, [(m.AgentCapability.is_enabled == True, 1)], 0)  # noqa: E712 - SQL, not Python
         cap = m.AgentCapability

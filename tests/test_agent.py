@@ -281,9 +281,12 @@ class TestState:
         probe.stop()
         state = probe.state()
         assert probe.registration().status == "offline"
-        assert (state.status, state.current_workflow, state.workflow_data, state.resource_locks) == ("idle", None, {}, [])
+        assert (state.status, state.current_workflow, state.workflow_data) == ("idle", None, {})
+        assert state.resource_locks == []
         assert len(probe.metrics("m")) == 1
         assert [row["status"] for row in store.overview()] == ["offline"]
+        assert [a.name for a in store.agents(status="offline")] == [r["name"] for r in store.overview(status="offline")]
+        assert store.agents(status="idle") == [] and store.overview(status="idle") == []
 
 
 class TestDeletedAgent:
