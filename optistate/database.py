@@ -50,9 +50,27 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get(ENV_VAR) or DEFAULT_URL
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by :data:`~optistate.errors.MASK`, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{MASK}@", url)
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_SECRET_PARAMETER = re.compile(r"\b(password|passwd|sslpassword)=[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every password masked: in each URL's user info, and in any ``password=`` parameter.
+
+    The user info ends at the last ``@`` of the URL's authority, so a password
+    holding a raw ``@``, ``/`` or ``?`` is masked whole.
+    """
+    return _SECRET_PARAMETER.sub(rf"\1={MASK}", _URL.sub(_redact_url, text))
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    scheme, rest = match.group(0).split("://", 1)
+    authority = rest.partition("?")[0] if "@" in rest.partition("?")[0] else rest
+    if "@" not in authority:
+        return match.group(0)
+    userinfo, tail = rest[: authority.rindex("@")], rest[authority.rindex("@") :]
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{colon and ':' + MASK}{tail}"
 
 
 class _RedactConfigWrites(logging.Filter):

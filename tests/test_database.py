@@ -14,6 +14,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from optistate.database import ENV_VAR, open_database, redact, write_transaction
 from optistate.errors import ConfigurationError, ConnectionError, OptistateError
+from optistate.reconnect import PooledPostgresDatabase, PostgresDatabase
 
 
 def pragma(db: peewee.Database, name: str) -> object:
@@ -97,16 +98,17 @@ class TestPostgres:
     @pytest.mark.parametrize(
         ("scheme", "expected"),
         [
-            ("postgresql", peewee.PostgresqlDatabase),
-            ("postgres", peewee.PostgresqlDatabase),
-            ("postgresql+pool", PooledPostgresqlDatabase),
-            ("postgres+pool", PooledPostgresqlDatabase),
+            ("postgresql", PostgresDatabase),
+            ("postgres", PostgresDatabase),
+            ("postgresql+pool", PooledPostgresDatabase),
+            ("postgres+pool", PooledPostgresDatabase),
         ],
     )
     def test_postgres_urls(self, pg_url, scheme, expected):
         db = open_database(scheme + pg_url[len("postgresql") :])
-        try:
+        try:  # peewee's classes, reconnecting after a server restart (optistate.reconnect)
             assert type(db) is expected
+            assert isinstance(db, PooledPostgresqlDatabase if "pool" in scheme else peewee.PostgresqlDatabase)
             assert db.execute_sql("SELECT current_database()").fetchone()[0] == pg_url.rsplit("/", 1)[1]
         finally:
             db.close()
@@ -171,6 +173,11 @@ class TestErrors:
             ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
             ("postgresql://h:5432/db", "postgresql://h:5432/db"),
             ("sqlite:////var/lib/agents.db", "sqlite:////var/lib/agents.db"),
+            ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+            ("postgresql://u@h/db?password=secret&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+            ("postgresql://h/db?sslmode=require&PASSWORD=secret", "postgresql://h/db?sslmode=require&PASSWORD=***"),
+            ("no postgresql://u:p@ss@h/db: refused", "no postgresql://u:***@h/db: refused"),
+            ("invalid dsn: host=h password=secret user=u", "invalid dsn: host=h password=*** user=u"),
         ],
     )
     def test_redact(self, url, shown):
