@@ -120,6 +120,8 @@ def test_installed_script_runs_as_a_subprocess(tmp_path):
     (UNREACHABLE, "error: cannot connect to postgresql://u:***@127.0.0.1:1/x: connection to server"),
     ("mysql://u:secret@db/x", "error: database='mysql://u:***@db/x': scheme must be one of"),
     ("postgresql://u:secret@127.0.0.1", "error: database='postgresql://u:***@127.0.0.1': "),
+    ("postgresql://u@127.0.0.1:1/x?password=secret", "error: cannot connect to postgresql://u@127.0.0.1:1/x?password=***"),
+    ("postgresql://u:sec@ret@127.0.0.1:1/x", "error: cannot connect to postgresql://u:***@127.0.0.1:1/x"),
 ])
 def test_a_bad_or_unreachable_database_is_one_line_without_the_password(url, expected):
     for args in (["agents"], ["demo"], ["migrate", "--status"], ["config", "get", "a", "k"]):
