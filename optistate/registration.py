@@ -122,8 +122,14 @@ class Registrar:
                 )
                 for c in agent_type.configs
             ]
-            target = [m.AgentConfig.agent, m.AgentConfig.config_key]
-            queries.append(m.AgentConfig.insert_many(rows).on_conflict(action="nothing", conflict_target=target))
+            config = m.AgentConfig
+            # A stored value stays; only a plugin's newer sensitive=True reaches it (it never lowers).
+            raise_sensitivity = config.insert_many(rows).on_conflict(
+                conflict_target=[config.agent, config.config_key],
+                update={config.is_sensitive: True},
+                where=(peewee.EXCLUDED.is_sensitive == True) & (config.is_sensitive == False),  # noqa: E712 - SQL
+            )
+            queries.append(raise_sensitivity)
         if agent_type.capabilities:
             rows = [
                 dict(

@@ -76,7 +76,8 @@ class Store:
         the agent; insert the missing configs; insert the missing capability
         versions; create the state row (idle) or stamp its heartbeat.
         Defaults never overwrite a stored value, so a value someone changed
-        stays, and a default a newer plugin adds appears.
+        stays, and a default a newer plugin adds appears. A key the plugin now
+        declares sensitive becomes sensitive; sensitivity is never lowered.
 
         :raises UnknownAgentType: no loaded plugin registers ``type``.
         """

@@ -56,6 +56,25 @@ def counts(store):
 
 
 class TestStart:
+    def test_a_newer_plugin_raises_a_keys_sensitivity_and_never_lowers_it(self, store):
+        store.plugins.register(ProbePlugin(configs=[Config("token", "t-1", "string")], type_name="p"), name="v1")
+        agent = store.start_agent("p")
+        agent.config.set("token", "t-changed")
+        store.plugins.unregister("v1")
+        store.plugins.register(ProbePlugin(configs=[Config("token", "t-1", "string", sensitive=True)], type_name="p"),
+                               name="v2")
+        for _ in range(2):  # the second start reuses the cached statement on PostgreSQL
+            agent = store.start_agent("p")
+            agent.config.refresh()
+            entry = agent.config.entry("token")
+            assert (entry.is_sensitive, entry.config_value) == (True, "t-changed")
+            assert "t-changed" not in repr(agent.config)
+        store.plugins.unregister("v2")
+        store.plugins.register(ProbePlugin(configs=[Config("token", "t-1", "string")], type_name="p"), name="v3")
+        agent = store.start_agent("p")
+        agent.config.refresh()
+        assert agent.config.entry("token").is_sensitive is True
+
     def test_defaults_that_look_like_stand_ins_are_stored_as_declared(self, store):
         lookalikes = ["00000000000000000000000000000002", "name", "version", "endpoint", "id"]
         configs = [Config(f"k{i}", text, "string") for i, text in enumerate(lookalikes)]
