@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import peewee
 
 from .database import write_transaction
-from .errors import IntegrityError, NotFoundError, ValidationError
+from .errors import IntegrityError, NotFoundError, ValidationError, keeps_secrets
 from .fields import check_text, utcnow
 from .models import ConfigType, format_config_value, parse_config_value
 
@@ -82,6 +82,7 @@ class ConfigView:
     def __len__(self) -> int:
         return len(self._cache())
 
+    @keeps_secrets
     def set(
         self,
         key: str,

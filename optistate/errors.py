@@ -9,13 +9,15 @@ no row data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import peewee
 
 __all__ = [
     "MASK",
+    "keeps_secrets",
     "one_line",
     "OptistateError",
     "ValidationError",
@@ -43,16 +45,43 @@ def one_line(exc: BaseException) -> str:
 
 
 class OptistateError(Exception):
-    """The root of every error optistate raises."""
+    """The root of every error optistate raises.
+
+    ``sensitive`` is true when the error is about a sensitive value: its
+    message and attributes then hold no copy of it, and :func:`keeps_secrets`
+    cuts the exceptions chained to it, which might.
+    """
+
+    sensitive = False
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keeps_secrets(function: F) -> F:
+    """Decorate a function that handles sensitive values: a sensitive :class:`OptistateError`
+    leaves it with no ``__cause__`` or ``__context__`` (a driver's or a plugin's exception
+    may hold the value whole, as ``UnicodeEncodeError.object`` does)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except OptistateError as exc:
+            if exc.sensitive:
+                exc.__cause__ = exc.__context__ = None
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ValidationError(OptistateError, ValueError):
     """A value that a field does not accept; nothing was stored."""
 
     def __init__(self, field: str, value: Any, reason: str, *, sensitive: bool = False):
-        self.field, self.value, self.reason, self.sensitive = field, value, reason, sensitive
-        shown = MASK if sensitive else repr(value)
-        super().__init__(f"{field}={shown}: {reason}")
+        self.field, self.reason, self.sensitive = field, reason, sensitive
+        self.value = MASK if sensitive else value
+        super().__init__(f"{field}={MASK if sensitive else repr(value)}: {reason}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"

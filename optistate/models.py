@@ -26,7 +26,7 @@ from typing import Any
 
 import peewee
 
-from .errors import MASK, IntegrityError, ValidationError
+from .errors import MASK, IntegrityError, ValidationError, keeps_secrets
 from .fields import (
     ChoiceField,
     FiniteFloatField,
@@ -91,6 +91,7 @@ class MetricType(str, enum.Enum):
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
+@keeps_secrets
 def parse_config_value(config_type: str, text: str, *, key: str = "config_value", sensitive: bool = False) -> Any:
     """The Python value of a stored ``config_value`` string of ``config_type``."""
     ctype = ConfigType(config_type)
@@ -114,6 +115,7 @@ def parse_config_value(config_type: str, text: str, *, key: str = "config_value"
         raise ValidationError(key, text, f"does not parse as {ctype.value}", sensitive=sensitive) from None
 
 
+@keeps_secrets
 def format_config_value(config_type: str, value: Any, *, key: str = "config_value", sensitive: bool = False) -> str:
     """The canonical stored string for ``value`` as ``config_type``; refuses what does not fit.
 

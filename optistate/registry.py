@@ -21,7 +21,7 @@ import pluggy
 
 from . import defaults, hookspecs
 from .defaults import AgentType, Capability, Config
-from .errors import NotFoundError, PluginError, UnknownAgentType, ValidationError
+from .errors import NotFoundError, PluginError, UnknownAgentType, ValidationError, keeps_secrets
 
 __all__ = ["BLOCK_ENV_VAR", "ENTRY_POINT_GROUP", "Registry"]
 
@@ -42,6 +42,7 @@ def _failure(plugin: str, doing: str, exc: BaseException, *, sensitive: bool = F
         return exc
     detail = "" if sensitive else f": {exc}"
     error = PluginError(plugin, f"{doing} {type(exc).__name__}{detail}")
+    error.sensitive = sensitive
     if not sensitive:
         error.__cause__ = exc
     return error
@@ -187,6 +188,7 @@ class Registry:
             raise UnknownAgentType(name, collected.types)
         return collected.types[name]
 
+    @keeps_secrets
     def check_config(self, agent_type: str, key: str, value: Any, *, sensitive: bool = False) -> None:
         """Ask every ``validate_config`` implementation about ``value``, last registered first.
 

@@ -175,6 +175,45 @@ class TestStart:
         assert AgentConfig.select().where(AgentConfig.agent == probe.id).count() == 3
 
 
+class LeakyValidator:
+    """A plugin whose check raises with the value in its message."""
+
+    @hookimpl
+    def validate_config(self, agent_type, key, value):
+        if key == "api_key" and value.startswith("sk-leak"):
+            raise RuntimeError(f"refusing {value}")
+
+
+def _chain(exc):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+class TestSecretsOnExceptions:
+    @pytest.mark.parametrize(
+        ("write", "error"),
+        [
+            (lambda a: a.config.set("pin", "sk-leak-1", config_type="integer", is_sensitive=True), ValidationError),
+            (lambda a: a.config.set("blob", "{sk-leak-1", config_type="json", is_sensitive=True), ValidationError),
+            (lambda a: a.config.set("api_key", "sk-leak-1"), optistate.errors.PluginError),
+        ],
+    )
+    def test_an_error_about_a_sensitive_value_carries_no_copy_of_it(self, probe, store, write, error):
+        store.plugins.register(LeakyValidator(), name="leaky")
+        with pytest.raises(error) as caught:
+            write(probe)
+        chained = list(_chain(caught.value))
+        assert chained == [caught.value], chained
+        shown = [str(caught.value), repr(caught.value), repr(vars(caught.value)), repr(caught.value.args)]
+        assert not [text for text in shown if "sk-leak" in text], shown
+
+    def test_an_error_about_a_plain_value_keeps_its_cause(self, probe):
+        with pytest.raises(ValidationError) as caught:
+            probe.config.set("batch_size", "many")
+        assert caught.value.value == "many"
+
+
 class TestConfig:
     def test_typed_reads_and_canonical_string(self, probe, store):
         probe.config.set("max_cost", "5000", config_type="integer", description="Maximum cost")
