@@ -29,6 +29,9 @@ ENTRY_POINT_GROUP = "optistate"
 BLOCK_ENV_VAR = "OPTISTATE_BLOCK_PLUGINS"
 HOOKS = tuple(name for name, spec in vars(hookspecs).items() if hasattr(spec, f"{ENTRY_POINT_GROUP}_spec"))
 NOTIFICATIONS = ("agent_started", "agent_stopped")
+# What a plugin may raise and be reported for: anything but KeyboardInterrupt, so that
+# sys.exit() in a plugin's import or hook cannot end the host.
+PLUGIN_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit, GeneratorExit)
 
 log = logging.getLogger("optistate")
 
@@ -101,7 +104,7 @@ class Registry:
                 try:
                     if self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name):
                         self._verify(name, self.pm.get_plugin(name))
-                except Exception as exc:  # a plugin's import can fail any way; record it, load the others
+                except PLUGIN_FAILURES as exc:  # a plugin's import can fail any way; record it, load the others
                     error = _failure(name, "failed to load:", exc)
                     self._load_errors[name] = error
                     log.warning("%s", error)
@@ -199,7 +202,7 @@ class Registry:
             args = _args(impl, agent_type=agent_type, key=key, value=value)
             try:
                 reason = impl.function(*args)
-            except Exception as exc:  # any failure in a plugin's check is reported as that plugin's
+            except PLUGIN_FAILURES as exc:  # any failure in a plugin's check is reported as that plugin's
                 raise _failure(impl.plugin_name, "validate_config raised", exc, sensitive=sensitive) from None
             if reason is None:
                 continue
@@ -217,7 +220,7 @@ class Registry:
             args = _args(impl, **kwargs)
             try:
                 impl.function(*args)
-            except Exception as exc:  # one plugin's failure must not stop the others or the caller
+            except PLUGIN_FAILURES as exc:  # one plugin's failure must not stop the others or the caller
                 failures.append(_failure(impl.plugin_name, f"{hook_name} raised", exc))
                 log.warning("%s", failures[-1])
         return failures
@@ -257,7 +260,7 @@ class _Collected:
             args = _args(impl, register=_register_callback(impl.plugin_name, found))
             try:
                 impl.function(*args)
-            except Exception as exc:  # a plugin's bug or a refused default: record it, keep the others
+            except PLUGIN_FAILURES as exc:  # a plugin's bug or a refused default: record it, keep the others
                 self.errors[impl.plugin_name] = _failure(impl.plugin_name, "register_agent_types raised", exc)
                 log.warning("%s", self.errors[impl.plugin_name])
                 continue

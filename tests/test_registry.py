@@ -6,6 +6,7 @@ real distributions written onto ``sys.path`` (a ``.dist-info`` folder and a modu
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -14,9 +15,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import optistate
 from optistate import Capability, Config, Registry, hookimpl, hookspecs
+from optistate.cli import cli
 from optistate.errors import (
     NotFoundError,
     PluginError,
@@ -267,6 +270,32 @@ class TestLoading:
         registry = Registry()
         assert "unknown hook 'agent_start'" in str(registry.errors["typo"])
         assert not registry.pm.has_plugin("typo")
+
+    def test_sys_exit_in_a_plugin_never_ends_the_host(self, install, sqlite_url):
+        exits = {
+            "at_import": "import sys\nsys.exit(3)\n",
+            "in_register": "import sys\nfrom optistate import hookimpl\n\n"
+                           "@hookimpl\ndef register_agent_types(register):\n    sys.exit(4)\n",
+            "in_hooks": "import sys\nfrom optistate import hookimpl, Config\n\n"
+                        "@hookimpl\ndef register_agent_types(register):\n"
+                        "    register('exiter', configs=[Config('k', 1, 'integer')])\n\n"
+                        "@hookimpl\ndef validate_config(agent_type, key, value):\n    sys.exit(5)\n\n"
+                        "@hookimpl\ndef agent_started(agent):\n    sys.exit(6)\n",
+        }
+        install("quitters", exits)
+        registry = Registry()
+        assert "failed to load: SystemExit: 3" in str(registry.errors["at_import"])
+        assert "register_agent_types raised SystemExit: 4" in str(registry.errors["in_register"])
+        assert {"cost", "exiter"} <= set(registry.agent_types())
+        with optistate.connect(sqlite_url, plugins=registry) as store:
+            agent = store.start_agent("exiter")  # agent_started's exit is logged, the start stands
+            with pytest.raises(PluginError, match="plugin 'in_hooks': validate_config raised SystemExit"):
+                agent.config.set("k", 2)
+            assert agent.config["k"] == 1
+        result = CliRunner().invoke(cli, ["--database", sqlite_url, "plugins", "--json"])
+        assert result.exit_code == 0, result.output
+        errors = {row["name"]: row["error"] for row in json.loads(result.output)}
+        assert "SystemExit: 3" in errors["at_import"] and errors["cost"] is None
 
     def test_plugins_can_be_blocked_by_environment_variable(self, install, monkeypatch):
         install("acme", {"crawler": GOOD_MODULE})
