@@ -9,6 +9,7 @@ and exits 1; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -193,17 +194,33 @@ def config_get(session: Session, agent_name: str, key: str, reveal: bool, agent_
 @config.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -5
 @click.argument("agent_name", metavar="AGENT")
 @click.argument("key")
-@click.argument("value")
+@click.argument("value", required=False)
 @click.option("--type", "config_type", type=click.Choice([t.value for t in ConfigType]),
               help="The type of a new key (an existing key keeps its type).")
 @click.option("--sensitive/--not-sensitive", default=None, help="Mask the value in output [default: as stored].")
 @click.option("--description", help="What the key is for.")
 @agent_type_option
 @pass_session
-def config_set(session: Session, agent_name: str, key: str, value: str, config_type: str | None,
+def config_set(session: Session, agent_name: str, key: str, value: str | None, config_type: str | None,
                sensitive: bool | None, description: str | None, agent_type: str | None) -> None:
-    """Set KEY to VALUE, parsed as the key's type and checked by the agent's plugins."""
+    """Set KEY to VALUE, parsed as the key's type and checked by the agent's plugins.
+
+    A VALUE of - reads the value from stdin (one trailing newline dropped). With
+    no VALUE, a sensitive key's value is asked for at a hidden prompt, so that a
+    secret stays out of the shell's history and ps.
+
+    \b
+    optistate config set "Cost Optimizer" cost_threshold_usd 2500
+    printf %s "$KEY" | optistate config set "Cost Optimizer" api_key -
+    """
     handle = session.agent(agent_name, agent_type)
+    if value == "-":
+        value = sys.stdin.read().removesuffix("\n")
+    elif value is None:
+        stored_sensitive = key in handle.config and handle.config.entry(key).is_sensitive
+        if not (sensitive or (sensitive is None and stored_sensitive)):
+            raise click.UsageError("VALUE is required for a key that is not sensitive (- reads it from stdin)")
+        value = click.prompt(f"{key} (hidden)", hide_input=True, err=True)
     handle.config.set(key, value, config_type=config_type, is_sensitive=sensitive, description=description)
     row = handle.config.entry(key)
     click.echo(f"{handle.name}: {key} = {shown(row, False)} ({row.config_type})")

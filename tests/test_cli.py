@@ -360,3 +360,18 @@ def test_migrate_status_apply_and_down(db_url):
     assert run(db_url, "migrate", "--status", "--down", "0001_agents").exit_code == 2
     assert "no agents" in ok(db_url, "agents")  # other commands migrate first
     assert all(m["applied"] for m in json.loads(ok(db_url, "migrate", "--status", "--json")))
+
+
+def test_config_set_reads_a_secret_from_stdin_or_a_hidden_prompt(seeded):
+    for args, typed in ((["-"], "sk-from-stdin\n"), ([], "sk-from-prompt\n")):
+        result = CliRunner().invoke(cli, ["--database", seeded, "config", "set", "Cost Optimizer", "api_key", *args],
+                                    input=typed)
+        assert result.exit_code == 0, result.output
+        assert "sk-from" not in result.output and "api_key = ***" in result.stdout
+        with optistate.connect(seeded) as store:
+            assert store.agent("Cost Optimizer").config["api_key"] == typed.strip()
+
+
+def test_config_set_without_a_value_needs_a_sensitive_key(seeded):
+    result = run(seeded, "config", "set", "Cost Optimizer", "cost_threshold_usd")
+    assert result.exit_code == 2 and "VALUE is required for a key that is not sensitive" in result.stderr
