@@ -176,8 +176,11 @@ class AgentHandle:
             query = query.where(model.is_enabled == enabled)
         return list(query.order_by(model.capability_name, model.capability_version))
 
-    def capability(self, name: str, spec: str | None = None, *, enabled_only: bool = False) -> AgentCapability | None:
-        """The highest version of ``name`` within ``spec`` (e.g. ``">=2.0"``), or None."""
+    def capability(self, name: str, spec: str | None = None, *, enabled_only: bool = True) -> AgentCapability | None:
+        """The highest enabled version of ``name`` within ``spec`` (e.g. ``">=2.0"``), or None.
+
+        :param enabled_only: False to consider disabled versions too.
+        """
         rows = [c for c in self.capabilities(True if enabled_only else None) if c.capability_name == name]
         best = highest((c.capability_version for c in rows), spec)
         return next((c for c in rows if c.capability_version == best), None)

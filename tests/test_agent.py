@@ -386,7 +386,8 @@ class TestCapabilities:
         assert [c.capability_version for c in probe.capabilities(enabled=True)] == ["2.0.0", "2.1.0"]
         assert probe.capability("kv_cache_tuning", ">=2.0").capability_version == "2.1.0"
         assert probe.capability("kv_cache_tuning", ">=2.0,<2.1").capability_version == "2.0.0"
-        assert probe.capability("kv_cache_tuning", "^1.0").capability_version == "1.0.0"
+        assert probe.capability("kv_cache_tuning", "^1.0") is None  # 1.0.0 is disabled
+        assert probe.capability("kv_cache_tuning", "^1.0", enabled_only=False).capability_version == "1.0.0"
         assert probe.capability("kv_cache_tuning", ">=4") is None
         assert probe.capability("nothing") is None
         with pytest.raises(ValidationError, match="version range"):
