@@ -33,15 +33,15 @@ swapped); each is put back with its own test. The seed's naive
 ``datetime.utcnow()`` values mean UTC, so the sessions run with
 ``timezone=UTC``, whatever the server's default.
 
-``metadata`` is a reserved name on a declarative class: SQLAlchemy 2.0 refuses
-the seed's ``AgentState.metadata`` and ``AgentMetric.metadata``, 2.1 maps them
-with a warning, hence SQLAlchemy>=2.1 in the ``test`` extra.
+``metadata`` is reserved on a declarative class: SQLAlchemy 2.0 refuses the
+seed's ``metadata = Column(JSONB)`` and 2.1 warns. So ``AgentState`` and
+``AgentMetric`` give the same columns in a ``__table__``, which maps the column
+to the attribute ``metadata`` on both versions (2.1 needs Python 3.11).
 """
 from __future__ import annotations
 
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from enum import Enum as PyEnum
@@ -56,9 +56,9 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     create_engine,
-    exc,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.exc import IntegrityError
@@ -144,65 +144,77 @@ class AgentConfig(Base):
     agent = relationship("Agent", back_populates="configs")
 
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Attribute name 'metadata' should be left reserved", exc.SAWarning)
-
-    class AgentState(Base):
-        __tablename__ = "agent_states"
-
-        id = Column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-        agent_id = Column(
-            UUID(as_uuid=True), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, unique=True, index=True
-        )
-        status = Column(
+class AgentState(Base):
+    __table__ = Table(
+        "agent_states",
+        Base.metadata,
+        Column("id", UUID(as_uuid=True), primary_key=True, default=uuid.uuid4),
+        Column(
+            "agent_id",
+            UUID(as_uuid=True),
+            ForeignKey("agents.id", ondelete="CASCADE"),
+            nullable=False,
+            unique=True,
+            index=True,
+        ),
+        Column(
+            "status",
             Enum(AgentStatusDetail, create_type=False, values_callable=values),
             nullable=False,
             default=AgentStatusDetail.IDLE,
             index=True,
-        )
-        current_workflow = Column(String(255), nullable=True)
-        workflow_data = Column(JSONB, nullable=False, default={})
-        resource_locks = Column(JSONB, nullable=False, default=[])
-        error_count = Column(Integer, nullable=False, default=0)
-        last_error = Column(JSONB, nullable=True)
-        last_heartbeat = Column(DateTime(timezone=True), nullable=False, server_default=func.now(), index=True)
-        resource_usage = Column(JSONB, nullable=True, default={})
-        metadata = Column(JSONB, nullable=True, default={})
-        created_at = Column(DateTime(timezone=True), nullable=False, server_default=func.now())
-        updated_at = Column(DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())
+        ),
+        Column("current_workflow", String(255), nullable=True),
+        Column("workflow_data", JSONB, nullable=False, default={}),
+        Column("resource_locks", JSONB, nullable=False, default=[]),
+        Column("error_count", Integer, nullable=False, default=0),
+        Column("last_error", JSONB, nullable=True),
+        Column("last_heartbeat", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True),
+        Column("resource_usage", JSONB, nullable=True, default={}),
+        Column("metadata", JSONB, nullable=True, default={}),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()),
+    )
 
-        agent = relationship("Agent", back_populates="state", uselist=False)
+    agent = relationship("Agent", back_populates="state", uselist=False)
 
-    class AgentCapability(Base):
-        __tablename__ = "agent_capabilities"
 
-        id = Column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-        agent_id = Column(UUID(as_uuid=True), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True)
-        capability_name = Column(String(255), nullable=False, index=True)
-        capability_version = Column(String(50), nullable=False, default="1.0.0")
-        is_enabled = Column(Boolean, nullable=False, default=True, index=True)
-        parameters = Column(JSONB, nullable=True, default={})
-        description = Column(Text, nullable=True)
-        created_at = Column(DateTime(timezone=True), nullable=False, server_default=func.now())
-        updated_at = Column(DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())
+class AgentCapability(Base):
+    __tablename__ = "agent_capabilities"
 
-        agent = relationship("Agent", back_populates="capabilities")
+    id = Column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    agent_id = Column(UUID(as_uuid=True), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True)
+    capability_name = Column(String(255), nullable=False, index=True)
+    capability_version = Column(String(50), nullable=False, default="1.0.0")
+    is_enabled = Column(Boolean, nullable=False, default=True, index=True)
+    parameters = Column(JSONB, nullable=True, default={})
+    description = Column(Text, nullable=True)
+    created_at = Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    updated_at = Column(DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now())
 
-    class AgentMetric(Base):
-        __tablename__ = "agent_metrics"
+    agent = relationship("Agent", back_populates="capabilities")
 
-        id = Column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-        agent_id = Column(UUID(as_uuid=True), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True)
-        metric_name = Column(String(255), nullable=False, index=True)
-        metric_value = Column(Float, nullable=False)
-        metric_unit = Column(String(64), nullable=True)
-        metric_type = Column(
-            Enum(MetricType, create_type=False, values_callable=values), nullable=False, default=MetricType.GAUGE
-        )
-        metadata = Column(JSONB, nullable=True, default={})
-        collection_timestamp = Column(DateTime(timezone=True), nullable=False, server_default=func.now(), index=True)
 
-        agent = relationship("Agent", back_populates="metrics")
+class AgentMetric(Base):
+    __table__ = Table(
+        "agent_metrics",
+        Base.metadata,
+        Column("id", UUID(as_uuid=True), primary_key=True, default=uuid.uuid4),
+        Column("agent_id", UUID(as_uuid=True), ForeignKey("agents.id", ondelete="CASCADE"), nullable=False, index=True),
+        Column("metric_name", String(255), nullable=False, index=True),
+        Column("metric_value", Float, nullable=False),
+        Column("metric_unit", String(64), nullable=True),
+        Column(
+            "metric_type",
+            Enum(MetricType, create_type=False, values_callable=values),
+            nullable=False,
+            default=MetricType.GAUGE,
+        ),
+        Column("metadata", JSONB, nullable=True, default={}),
+        Column("collection_timestamp", DateTime(timezone=True), nullable=False, server_default=func.now(), index=True),
+    )
+
+    agent = relationship("Agent", back_populates="metrics")
 
 
 # -- the seed's fixtures ----------------------------------------------------------------------
