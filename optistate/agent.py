@@ -17,7 +17,7 @@ from .config import ConfigView
 from .database import is_sqlite, write_transaction
 from .errors import NotFoundError
 from .fields import check_text, utcnow
-from .metrics import MetricBuffer, MetricReader
+from .metrics import MAX_BUFFER, MetricBuffer, MetricReader
 from .models import AgentStatus
 from .versions import highest
 
@@ -70,11 +70,19 @@ class AgentHandle:
     latest_metrics: Callable[[], list[AgentMetric]]
     """The newest point of each metric name: :meth:`MetricReader.latest`."""
 
-    def __init__(self, database: peewee.Database, models: SimpleNamespace, plugins: Registry, row: Agent):
+    def __init__(
+        self,
+        database: peewee.Database,
+        models: SimpleNamespace,
+        plugins: Registry,
+        row: Agent,
+        *,
+        max_buffer: int = MAX_BUFFER,
+    ):
         self.database, self.models, self.plugins = database, models, plugins
         self.id, self.type, self.name = row.id, row.type, row.name
         self.config = ConfigView(models.AgentConfig, row, plugins)
-        self.buffer = MetricBuffer(database, models.AgentMetric, row.id)
+        self.buffer = MetricBuffer(database, models.AgentMetric, row.id, max_buffer=max_buffer)
         self.metric_reader = reader = MetricReader(models.AgentMetric, row.id)
         self.metrics, self.aggregate, self.latest_metrics = reader.points, reader.aggregate, reader.latest
         self._on_sqlite = is_sqlite(database)
@@ -218,16 +226,32 @@ class AgentHandle:
         metadata: Mapping[str, Any] | None = None,
         timestamp: datetime | None = None,
     ) -> None:
-        """Validate a point now and buffer it; it is written by :meth:`flush`, :meth:`stop` or at exit."""
+        """Validate a point now and buffer it; it is written by :meth:`flush`, :meth:`stop` or at exit.
+
+        Raises only for the point itself (``ValidationError``, nothing
+        buffered). When the buffer is full this flushes it, and a flush that
+        fails (the database is unreachable) is logged, not raised: the point
+        and the others stay buffered for the next flush, so calling again
+        would record the point twice. See :class:`~optistate.metrics.MetricBuffer`.
+        """
         self.buffer.add(name, value, unit, metric_type, metadata, timestamp)
 
     def record_metrics(self, points: Iterable[Mapping[str, Any]]) -> None:
-        """Buffer many points, each a mapping of :meth:`record_metric`'s parameters; all or none."""
+        """Buffer many points, each a mapping of :meth:`record_metric`'s parameters; a bad one raises and buffers none."""
         self.buffer.extend(points)
 
     def flush(self) -> int:
-        """Write the buffered points; return how many."""
+        """Store the buffered points; return how many were newly stored.
+
+        :raises ConnectionError: the database cannot be reached; every point stays buffered,
+            and a later flush stores each exactly once, even if this one's commit went through.
+        """
         return self.buffer.flush()
+
+    @property
+    def dropped_metrics(self) -> int:
+        """Points dropped, oldest first, because ``max_buffer`` were buffered while flushes failed."""
+        return self.buffer.dropped
 
     # -- lifecycle ----------------------------------------------------------------
 

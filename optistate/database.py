@@ -2,7 +2,8 @@
 
 ``sqlite:///path.db`` (relative) or ``sqlite:////abs/path.db``,
 ``postgresql://user:pass@host/db`` and ``postgresql+pool://…`` (a pooled
-connection) are read by :mod:`playhouse.db_url`. With no URL,
+connection) are read by :mod:`playhouse.db_url`; PostgreSQL gets the classes of
+:mod:`optistate.reconnect`, which reconnect after a server restart. With no URL,
 ``OPTISTATE_DATABASE_URL`` is used, and without it :data:`DEFAULT_URL`, a
 SQLite file in the working directory.
 
@@ -26,8 +27,10 @@ import peewee
 from playhouse import db_url
 
 from .errors import MASK, ConfigurationError, ConnectionError
+from .reconnect import PooledPostgresDatabase, PostgresDatabase
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "DEFAULT_URL",
     "ENV_VAR",
     "open_database",
@@ -43,6 +46,14 @@ DEFAULT_URL = "sqlite:///optistate.db"
 SQLITE_PRAGMAS = (("busy_timeout", 30_000), ("foreign_keys", 1), ("synchronous", "normal"))
 BUSY_SECONDS = 30
 SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+pool", "postgres+pool")
+RECONNECTING: dict[str, type[peewee.Database]] = {
+    "postgresql": PostgresDatabase,
+    "postgres": PostgresDatabase,
+    "postgresql+pool": PooledPostgresDatabase,
+    "postgres+pool": PooledPostgresDatabase,
+}
+CONNECT_TIMEOUT = 10
+"""Seconds to wait for a PostgreSQL server to answer a new connection, unless the URL sets ``connect_timeout``."""
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -123,11 +134,16 @@ def open_database(url: str | None = None) -> peewee.Database:
     if scheme == "sqlite":
         options = {"pragmas": SQLITE_PRAGMAS, "timeout": BUSY_SECONDS}
     try:
-        database = db_url.connect(url, unquote_password=True, unquote_user=True, **options)
+        options = {**db_url.parse(url, unquote_password=True, unquote_user=True), **options}
+        if scheme in RECONNECTING:
+            options.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        if not options["database"]:
+            raise ValueError(f"no database name: use {scheme}://host/dbname")
+        database = RECONNECTING.get(scheme, db_url.schemes[scheme])(**options)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ConfigurationError("database", redact(url), redact(str(exc))) from None
-    if not database.database:
-        raise ConfigurationError("database", redact(url), "names no database")
+    if scheme in RECONNECTING:
+        database.url_shown = redact(url)  # type: ignore[attr-defined]
     if scheme == "sqlite" and database.database != ":memory:" and not os.path.exists(database.database):
         _create_private(database.database)
     try:

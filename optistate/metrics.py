@@ -1,11 +1,12 @@
 """Time-series points: validated when recorded, buffered, and written in bulk.
 
 A point is checked the moment it is recorded (a NaN, a non-number or an
-unknown metric type raises there, not at flush) and kept as a ready row.
-:meth:`MetricBuffer.flush` writes the rows with one ``COPY`` per flush on
-PostgreSQL, and multi-row INSERTs in one transaction on SQLite. A buffer
+unknown metric type raises there, not at flush) and kept as a ready row with
+its id. :meth:`MetricBuffer.flush` writes the rows in one transaction: on
+PostgreSQL one ``COPY`` into a temporary table and one INSERT of the ids not
+stored yet, on SQLite multi-row INSERTs that skip stored ids. A buffer
 holding points is kept alive until they are written, and flushed at
-interpreter exit. :class:`MetricReader` reads one agent's stored points.
+interpreter exit (:func:`flush_all`). :class:`MetricReader` reads one agent's stored points.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -25,8 +27,19 @@ from .database import is_sqlite, write_transaction
 from .errors import ValidationError
 from .fields import as_utc, check_json, check_text, finite_float, utcnow
 from .models import AgentMetric
+from .reconnect import guarded
 
-__all__ = ["AGGREGATES", "COLUMNS", "COPY_ESCAPES", "MetricBuffer", "MetricReader"]
+__all__ = [
+    "AGGREGATES",
+    "COLUMNS",
+    "COPY_ESCAPES",
+    "MAX_BUFFER",
+    "MetricBuffer",
+    "MetricReader",
+    "Row",
+    "flush_all",
+    "new_id",
+]
 
 AGGREGATES = {
     "avg": peewee.fn.AVG,
@@ -48,18 +61,29 @@ COLUMNS = (
 # What COPY's text format needs escaped in a column value.
 COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SQLITE_BATCH = 32_000 // len(COLUMNS)  # stay under SQLite's bound-variable limit
+MAX_BUFFER = 100_000
+"""Points an agent buffers at most while flushes fail; past it the oldest are dropped."""
+Row = tuple[str, str, float, str | None, str, str, datetime]
+"""A buffered point: (id, name, value, unit, type, metadata JSON text, UTC time)."""
 
 log = logging.getLogger("optistate")
 _unwritten: set[MetricBuffer] = set()  # buffers holding points, kept alive until written
 
 
 @atexit.register
-def _flush_at_exit() -> None:
+def flush_all() -> None:
+    """Flush every buffer that holds points, logging failures: at interpreter exit, and on a handled signal."""
     for buffer in list(_unwritten):
         try:
             buffer.flush()
-        except Exception as exc:  # the interpreter is going away: report, do not raise
-            log.error("could not flush the metrics of agent %s at exit: %s", buffer.agent_id, exc)
+        except Exception as exc:  # the process is going away: report, do not raise
+            log.error("could not flush %d metric points of agent %s: %s", len(buffer.pending), buffer.agent_id, exc)
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, as both backends store it; a third of ``uuid4().hex``'s cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:12]}4{h[13:16]}{'89ab'[int(h[16], 16) & 3]}{h[17:]}"
 
 
 def _point(
@@ -91,75 +115,139 @@ def _point(
 
 
 class MetricBuffer:
-    """Points recorded by one agent and not yet written."""
+    """Points recorded by one agent and not yet stored, each with the id it will be stored under.
 
-    def __init__(self, database: peewee.Database, model: Any, agent_id: uuid.UUID, size: int = 5000):
+    - **Exactly once:** a point's id is drawn when it is recorded, and a flush
+      stores only the ids not stored yet (``ON CONFLICT (id) DO NOTHING``), so
+      a flush repeated after a lost acknowledgement stores nothing twice.
+    - **Nothing lost on failure:** a flush that fails keeps every point for the next one.
+    - **Bounded:** past ``max_buffer`` points the oldest are dropped, counted in
+      :attr:`dropped`, and logged once until a flush succeeds again.
+    - **Recording never raises for the database:** a full buffer (``size``
+      points) is flushed by :meth:`add`/:meth:`extend`; if that fails, the
+      failure is logged (once until a flush succeeds), the points stay
+      buffered, and the next try waits for ``size`` more points.
+    """
+
+    def __init__(
+        self, database: peewee.Database, model: Any, agent_id: uuid.UUID, size: int = 5000, max_buffer: int = MAX_BUFFER
+    ):
         self.database, self.model, self.agent_id, self.size = database, model, agent_id, size
-        self.pending: list[tuple[str, float, str | None, str, str, datetime]] = []
+        self.max_buffer = max_buffer
+        self.pending: deque[Row] = deque()
+        self.dropped = 0
+        """Points dropped, oldest first, because the buffer held ``max_buffer`` while flushes failed."""
+        self._retry_at: int | None = None  # after a failed flush, the buffer length to try again at
+        self._failing = False  # a flush failed since the last one that succeeded (one log line per outage)
+        self._dropping = False
 
     def add(self, *args: Any, **kwargs: Any) -> None:
-        """Validate one point and buffer it; flush when the buffer is full."""
-        self.pending.append(_point(*args, **kwargs))
-        _unwritten.add(self)
-        if len(self.pending) >= self.size:
-            self.flush()
+        """Validate one point and buffer it; a full buffer is flushed, and a failure to flush is logged, not raised."""
+        self._buffer((new_id(), *_point(*args, **kwargs)))
 
     def extend(self, points: Iterable[Mapping[str, Any]]) -> None:
-        """Validate every point first, then buffer them all; one bad point buffers none."""
-        rows = [_point(**point) for point in points]
+        """Validate every point first, then buffer them all; one bad point buffers none. Flushes as :meth:`add`."""
+        self._buffer(*[(new_id(), *_point(**point)) for point in points])
+
+    def _buffer(self, *rows: Row) -> None:
         self.pending.extend(rows)
         _unwritten.add(self)
-        if len(self.pending) >= self.size:
-            self.flush()
+        self._bound()
+        if len(self.pending) >= (self._retry_at or self.size):
+            try:
+                self.flush()
+            except Exception as exc:  # kept for the next flush; the caller's point is buffered, so no raise
+                self._retry_at = len(self.pending) + self.size
+                if not self._failing:
+                    log.warning(
+                        "agent %s: could not flush %d metric points, keeping them for the next flush: %s",
+                        self.agent_id,
+                        len(self.pending),
+                        exc,
+                    )
+                self._failing = True
+
+    def _bound(self) -> None:
+        excess = len(self.pending) - self.max_buffer
+        if excess <= 0:
+            return
+        for _ in range(excess):
+            self.pending.popleft()
+        self.dropped += excess
+        if not self._dropping:
+            log.warning(
+                "agent %s: the metric buffer holds max_buffer=%d points and cannot be flushed; "
+                "dropping the oldest (counted in dropped_metrics)",
+                self.agent_id,
+                self.max_buffer,
+            )
+        self._dropping = True
 
     def flush(self) -> int:
-        """Write the buffered points in one transaction; return how many were written."""
-        rows, self.pending = self.pending, []
+        """Store the buffered points in one transaction; return how many were newly stored.
+
+        A point that is stored already (this is a retry after a lost
+        acknowledgement) is skipped, not stored twice. On failure every point
+        stays buffered and the error is raised: ConnectionError when the
+        database cannot be reached, and then the points may or may not have
+        been stored; the next flush settles it either way.
+        """
+        rows, self.pending = self.pending, deque()
         if not rows:
             _unwritten.discard(self)
             return 0
         try:
-            if is_sqlite(self.database):
-                self._insert(rows)
-            else:
-                self._copy(rows)
+            stored = self._insert(rows) if is_sqlite(self.database) else self._copy(rows)
         except BaseException:
-            self.pending[:0] = rows  # nothing was written: keep them for the next flush
+            rows.extend(self.pending)  # points recorded meanwhile (another thread) stay after these
+            self.pending = rows
+            self._bound()
             raise
+        if self._failing or self._dropping:
+            log.info("agent %s: metrics flushed again (%d dropped so far)", self.agent_id, self.dropped)
+        self._failing = self._dropping = False
+        self._retry_at = None
         if not self.pending:
             _unwritten.discard(self)
-        return len(rows)
+        return stored
 
-    def _ids(self, count: int) -> list[str]:
-        raw = os.urandom(16 * count)
-        return [str(uuid.UUID(bytes=raw[i : i + 16], version=4)) for i in range(0, 16 * count, 16)]
-
-    def _copy(self, rows: list[tuple[str, float, str | None, str, str, datetime]]) -> None:
+    def _copy(self, rows: Iterable[Row]) -> int:
+        """COPY into a temporary table, then insert the ids not stored yet: COPY's speed, exactly once."""
         agent = str(self.agent_id)
         out = io.StringIO()
         write = out.write
-        for ident, (name, value, unit, mtype, meta, when) in zip(self._ids(len(rows)), rows, strict=True):
+        for ident, name, value, unit, mtype, meta, when in rows:
             unit_text = "\\N" if unit is None else unit.translate(COPY_ESCAPES)
             write(
                 f"{ident}\t{agent}\t{name.translate(COPY_ESCAPES)}\t{value!r}\t{unit_text}\t{mtype}\t"
                 f"{meta.translate(COPY_ESCAPES)}\t{when.isoformat()}\n"
             )
         out.seek(0)
-        with write_transaction(self.database):
+        table, columns = self.model._meta.table_name, ", ".join(COLUMNS)
+        with write_transaction(self.database), guarded(self.database):
             cursor = self.database.cursor()
-            cursor.copy_expert(f"COPY {self.model._meta.table_name} ({', '.join(COLUMNS)}) FROM STDIN", out)
+            cursor.execute(f"CREATE TEMPORARY TABLE optistate_metrics_in (LIKE {table}) ON COMMIT DROP")
+            cursor.copy_expert(f"COPY optistate_metrics_in ({columns}) FROM STDIN", out)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM optistate_metrics_in"
+                " ON CONFLICT (id) DO NOTHING"
+            )
+            return int(cursor.rowcount)
 
-    def _insert(self, rows: list[tuple[str, float, str | None, str, str, datetime]]) -> None:
+    def _insert(self, rows: Iterable[Row]) -> int:
         model = self.model
         values = [  # metadata is JSON text already: fn.json() stores it without a second dumps()
             (ident, self.agent_id, name, value, unit, mtype, peewee.fn.json(meta), when)
-            for ident, (name, value, unit, mtype, meta, when) in zip(self._ids(len(rows)), rows, strict=True)
+            for ident, name, value, unit, mtype, meta, when in rows
         ]
         fields = [model._meta.columns[c] for c in COLUMNS]
+        stored = 0
         with write_transaction(self.database):
             for start in range(0, len(values), _SQLITE_BATCH):
                 query = model.insert_many(values[start : start + _SQLITE_BATCH], fields=fields)
-                self.database.execute(query)
+                query = query.on_conflict(conflict_target=[model.id], action="NOTHING")
+                stored += self.database.execute(query).rowcount
+        return stored
 
 
 class MetricReader:

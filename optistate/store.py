@@ -5,21 +5,29 @@
 :mod:`optistate.models` to it (with two stores, see :mod:`optistate.models`).
 The store keeps a weak reference to each agent handle it made: the same
 handle comes back from :meth:`Store.agent`, and :meth:`Store.close` flushes them.
+:meth:`Store.handle_signals` makes SIGTERM and SIGINT stop the agents it started.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import signal
+import threading
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from types import FrameType
 from typing import Any
 
 import peewee
 
 from .agent import AgentHandle
 from .database import open_database, redact, resolve_url
-from .errors import IntegrityError, NotFoundError
+from .errors import ConfigurationError, IntegrityError, NotFoundError, OptistateError
 from .fields import check_text, utcnow
+from .metrics import MAX_BUFFER, flush_all
 from .models import MODELS, Agent, AgentStatus, bound_models
 from .registration import Registrar
 from .registry import Registry
@@ -27,28 +35,36 @@ from .schema import migrate as apply_migrations
 
 __all__ = ["Store", "connect"]
 
-def connect(url: str | None = None, *, migrate: bool = True, plugins: Registry | None = None) -> Store:
+log = logging.getLogger("optistate")
+
+
+def connect(
+    url: str | None = None, *, migrate: bool = True, plugins: Registry | None = None, max_buffer: int = MAX_BUFFER
+) -> Store:
     """Open a store on ``url``, ``$OPTISTATE_DATABASE_URL``, or ``sqlite:///optistate.db``.
 
     :param migrate: apply pending migrations first (safe when many processes start at once).
     :param plugins: the plugin registry to use; by default a new one that loads
         the ``optistate`` entry points when first needed.
+    :param max_buffer: metric points each agent keeps at most while flushes fail;
+        past it the oldest are dropped and counted in ``agent.dropped_metrics``.
     """
     url = resolve_url(url)
     database = open_database(url)
     if migrate:
         apply_migrations(database)
     database.bind(MODELS)
-    return Store(database, plugins or Registry(), url=redact(url))
+    return Store(database, plugins or Registry(), url=redact(url), max_buffer=max_buffer)
 
 
 class Store:
     """Agents' state in one database. Make one with :func:`connect`."""
 
-    def __init__(self, database: peewee.Database, plugins: Registry, *, url: str = ""):
-        self.database, self.plugins, self.url = database, plugins, url
+    def __init__(self, database: peewee.Database, plugins: Registry, *, url: str = "", max_buffer: int = MAX_BUFFER):
+        self.database, self.plugins, self.url, self.max_buffer = database, plugins, url, max_buffer
         self.models = bound_models(database)
         self._agents: weakref.WeakValueDictionary[uuid.UUID, AgentHandle] = weakref.WeakValueDictionary()
+        self._started: weakref.WeakValueDictionary[uuid.UUID, AgentHandle] = weakref.WeakValueDictionary()
         self._registrar = Registrar(database, self.models)
 
     def __repr__(self) -> str:
@@ -92,7 +108,7 @@ class Store:
             row = self._registrar.register(agent_type, name, version, endpoint)
         except peewee.IntegrityError as exc:
             raise IntegrityError.from_driver(exc) from None
-        agent = self._handle(row)
+        agent = self._started[row.id] = self._handle(row)
         self.plugins.notify("agent_started", agent=agent)  # a failing plugin is logged there, by name
         return agent
 
@@ -120,8 +136,56 @@ class Store:
         return running if running is not None else self._handle(rows[0])
 
     def _handle(self, row: Agent) -> AgentHandle:
-        agent = self._agents[row.id] = AgentHandle(self.database, self.models, self.plugins, row)
+        agent = AgentHandle(self.database, self.models, self.plugins, row, max_buffer=self.max_buffer)
+        self._agents[row.id] = agent
         return agent
+
+    def handle_signals(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """On SIGTERM or SIGINT, stop the running agents, then end the process as the signal would have.
+
+        Opt-in, as it replaces the handlers that were there; call it from the
+        main thread. On the signal, every agent this store started and that is
+        not offline is stopped (:meth:`AgentHandle.stop` flushes its metrics
+        first), then every other buffered point is flushed; failures are
+        logged. Then the previous handler is put back and the signal sent
+        again: by default the process ends killed by that signal, and SIGINT
+        raises ``KeyboardInterrupt`` as before. A signal that was ignored stays
+        ignored. A signal arriving inside a transaction is handled when it commits.
+
+        :raises ConfigurationError: called from another thread than the main one.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigurationError("handle_signals", threading.current_thread().name, "call it from the main thread")
+        for signum in signals:
+            previous = signal.getsignal(signum)
+            if previous != signal.SIG_IGN:
+                signal.signal(signum, functools.partial(self._on_signal, previous=previous))
+
+    def _on_signal(self, signum: int, frame: FrameType | None, *, previous: Any) -> None:
+        shut_down = functools.partial(self._shut_down, signum, previous)
+        if self.database.in_transaction():  # the interrupted code is mid-transaction on this connection
+            self.database.after_commit(shut_down)
+        else:
+            shut_down()
+
+    def _shut_down(self, signum: int, previous: Any) -> None:
+        running = list(self._started.values())
+        model, offline = self.models.Agent, set()
+        try:
+            if running:
+                stopped = model.select(model.id).where(model.id.in_([a.id for a in running]))
+                offline = {row.id for row in stopped.where(model.status == AgentStatus.OFFLINE.value)}
+        except (OptistateError, peewee.DatabaseError) as exc:
+            log.error("on signal %d: could not read which agents are stopped: %s", signum, exc)
+        for agent in running:
+            if agent.id not in offline:
+                try:
+                    agent.stop()
+                except Exception as exc:
+                    log.error("on signal %d: could not stop agent %s: %s", signum, agent.name, exc)
+        flush_all()
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def agents(self, type: str | None = None, status: str | None = None) -> list[Agent]:
         """Registered agents, by type then name.

@@ -2,7 +2,9 @@
 
 :func:`postgres_dsn` yields ``$TEST_PG_DSN`` when it is set; otherwise it
 runs ``initdb`` and ``pg_ctl`` in a temporary directory on a free loopback
-port and stops the server afterwards. PostgreSQL refuses to run as root, so
+port and stops the server afterwards. :func:`postgres_server` always starts
+one of its own, as a :class:`PostgresServer` that a fault test can stop,
+start and restart. PostgreSQL refuses to run as root, so
 as root the binaries run as the ``postgres`` user through ``runuser``.
 """
 
@@ -19,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["PostgresUnavailable", "find_pg_bin", "postgres_dsn", "run_together"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "find_pg_bin", "postgres_dsn", "postgres_server", "run_together"]
 
 
 class PostgresUnavailable(RuntimeError):
@@ -41,43 +43,78 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PostgresServer:
+    """A throwaway server of one's own, in a temporary directory, that a test may stop and start.
+
+    :attr:`url` names its ``postgres`` database and stays the same across restarts (same port).
+    """
+
+    def __init__(self, bindir: str, workdir: str, prefix: list[str]):
+        self.bindir, self.workdir, self.prefix = bindir, workdir, prefix
+        self.datadir, self.port = os.path.join(workdir, "data"), _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run([*self.prefix, f"{self.bindir}/{args[0]}", *args[1:]], capture_output=True, text=True)
+        if done.returncode:
+            raise PostgresUnavailable(f"{args[0]} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+    def init(self) -> None:
+        """Create the cluster (trust authentication, no fsync: for tests only)."""
+        self._run("initdb", "-D", self.datadir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self._run("pg_ctl", "-D", self.datadir, "-o", options, "-l", os.path.join(self.workdir, "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` ends every session, ``immediate`` is a crash (recovery at the next start)."""
+        self._run("pg_ctl", "-D", self.datadir, "-m", mode, "-w", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        """:meth:`stop` then :meth:`start`: every existing connection is gone."""
+        self.stop(mode)
+        self.start()
+
+
 @contextlib.contextmanager
-def postgres_dsn() -> Iterator[str]:
-    """Yield a ``postgresql://`` URL of a server that lives for the ``with`` block."""
-    if os.environ.get("TEST_PG_DSN"):
-        yield os.environ["TEST_PG_DSN"]
-        return
+def postgres_server() -> Iterator[PostgresServer]:
+    """Yield a started server of one's own from the machine's binaries, removed after the block.
+
+    Unlike :func:`postgres_dsn` it never uses ``$TEST_PG_DSN``: a test may stop this one.
+    """
     bindir = find_pg_bin()
     if bindir is None:
         raise PostgresUnavailable("no PostgreSQL binaries (initdb, pg_ctl) found; install Debian's 'postgresql'")
     prefix: list[str] = []
     workdir = tempfile.mkdtemp(prefix="optistate-pg-")
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            raise PostgresUnavailable("running as root and 'runuser' is missing")
-        prefix = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(workdir, "postgres")
-    datadir, port = os.path.join(workdir, "data"), _free_port()
-
-    def run(*args: str) -> None:
-        done = subprocess.run(prefix + list(args), capture_output=True, text=True)
-        if done.returncode:
-            raise PostgresUnavailable(
-                f"{os.path.basename(args[0])} failed: {done.stderr.strip() or done.stdout.strip()}"
-            )
-
     try:
-        run(f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-        options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        run(f"{bindir}/pg_ctl", "-D", datadir, "-o", options, "-l", os.path.join(workdir, "log"), "-w", "start")
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                raise PostgresUnavailable("running as root and 'runuser' is missing")
+            prefix = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(workdir, "postgres")
+        server = PostgresServer(bindir, workdir, prefix)
+        server.init()
+        server.start()
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            subprocess.run(
-                [*prefix, f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"], capture_output=True
-            )
+            with contextlib.suppress(PostgresUnavailable):  # already stopped by the test
+                server.stop("immediate")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_dsn() -> Iterator[str]:
+    """Yield a ``postgresql://`` URL of a server that lives for the ``with`` block (``$TEST_PG_DSN`` if set)."""
+    if os.environ.get("TEST_PG_DSN"):
+        yield os.environ["TEST_PG_DSN"]
+        return
+    with postgres_server() as server:
+        yield server.url
 
 
 def _together(target: Callable[..., Any], args: tuple[Any, ...], barrier: Any, results: Any) -> None:
