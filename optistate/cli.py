@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__, demo, scaffold, schema, transfer
+from .cli_secrets import secrets
 from .cli_settings import capabilities, config
 from .cli_support import (
     RootGroup,
@@ -253,16 +254,18 @@ def plugin_new(name: str, directory: str) -> None:
 
 @cli.command("export")
 @click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--decrypt", is_flag=True, help="Write encrypted sensitive values in plain text (needs their keys).")
 @pass_session
-def export_command(session: Session, path: str) -> None:
+def export_command(session: Session, path: str, decrypt: bool) -> None:
     """Write every table to FILE as JSON Lines, owner-only.
 
-    Sensitive config values travel in clear, so FILE is created (or
-    truncated) with mode 0600. `optistate import` reads it on either backend.
+    Sensitive values go as stored: encrypted ones as ciphertext unless
+    --decrypt, the others in clear, so FILE is created with mode 0600.
+    `optistate import` reads it on either backend and keeps what it reads.
     """
     store = session.store()
     with progress_bar(lambda: transfer.row_count(store), "exporting") as progress:
-        counts = transfer.export_file(store, path, progress=progress)
+        counts = transfer.export_file(store, path, progress=progress, decrypt=decrypt)
     click.echo(f"exported {sum(counts.values())} rows to {path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
 
 
@@ -285,6 +288,7 @@ def import_command(session: Session, path: str, replace: bool) -> None:
 
 cli.add_command(config)
 cli.add_command(capabilities)
+cli.add_command(secrets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "table",
     "age",
     "shown",
+    "at_rest",
     "config_json",
     "config_table",
     "capability_table",
@@ -145,20 +146,25 @@ def age(seconds: float) -> str:
 
 
 def shown(row: AgentConfig, reveal: bool) -> str:
-    """The stored text of a config value, or ``***`` for a sensitive one unless revealed."""
-    return MASK if row.is_sensitive and not reveal else row.config_value
+    """The plain text of a config value (decrypted if need be), or ``***`` for a sensitive one unless revealed."""
+    return MASK if row.is_sensitive and not reveal else row.text
+
+
+def at_rest(row: AgentConfig) -> str:
+    """How a sensitive value is stored: ``key <id>`` when encrypted, ``no`` in plain text; ``-`` if not sensitive."""
+    return "-" if not row.is_sensitive else f"key {row.key_id}" if row.key_id else "no"
 
 
 def config_json(row: AgentConfig, reveal: bool) -> dict[str, Any]:
     value = MASK if row.is_sensitive and not reveal else row.value
     return {"key": row.config_key, "type": row.config_type, "value": value, "sensitive": row.is_sensitive,
-            "description": row.description,
+            "encrypted": row.is_encrypted, "key_id": row.key_id, "description": row.description,
             "updated_at": row.updated_at.isoformat(timespec="microseconds")}
 
 
 def config_table(rows: Sequence[AgentConfig], reveal: bool) -> None:
-    table(["KEY", "TYPE", "VALUE", "SENSITIVE", "DESCRIPTION"],
-          [[r.config_key, r.config_type, shown(r, reveal), r.is_sensitive, r.description] for r in rows],
+    table(["KEY", "TYPE", "VALUE", "SENSITIVE", "ENCRYPTED", "DESCRIPTION"],
+          [[r.config_key, r.config_type, shown(r, reveal), r.is_sensitive, at_rest(r), r.description] for r in rows],
           "no configs")
 
 

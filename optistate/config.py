@@ -28,7 +28,9 @@ class ConfigView:
     """An agent's typed configuration, read through a per-agent cache.
 
     ``view[key]`` is the parsed value; ``view.entries()`` the rows. Sensitive
-    values never show in ``repr``; read them with ``view[key]``.
+    values never show in ``repr``; read them with ``view[key]``. With a secret
+    key, sensitive values are written encrypted; reads decrypt them (a row's
+    ``config_value`` is what is stored, its ``text`` the plain string).
 
     :param model: the ``AgentConfig`` model bound to the agent's database.
     :param agent: the agent's registration row (its id, type and name are used).
@@ -126,6 +128,7 @@ class ConfigView:
             text = format_config_value(wanted, value, key=key, sensitive=sensitive)
             parsed = parse_config_value(wanted, text, key=key, sensitive=sensitive)
             self._plugins.check_config(self._agent_type, key, parsed, sensitive=sensitive)
+            text = model.keyring.stored_form(text, key=key, sensitive=sensitive)  # encrypted when a key is set
             now = utcnow()
             update = {model.config_value: text, model.is_sensitive: sensitive, model.updated_at: now}
             if description is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "MigrationError",
     "PluginError",
     "TransferError",
+    "SecretKeyError",
 ]
 
 MASK = "***"
@@ -156,3 +157,13 @@ class TransferError(OptistateError, ValueError):
         self.path, self.reason, self.line = path, reason, line
         where = f"{path}, line {line}" if line is not None else path
         super().__init__(f"{where}: {reason}; nothing was imported")
+
+
+class SecretKeyError(OptistateError, LookupError):
+    """A sensitive value stored encrypted that no configured key opens; the message names the key id it needs."""
+
+    sensitive = True
+
+    def __init__(self, config_key: str, key_id: str, reason: str):
+        self.config_key, self.key_id, self.reason = config_key, key_id, reason
+        super().__init__(f"config {config_key!r} is encrypted with key {key_id}: {reason}")

@@ -26,6 +26,7 @@ from typing import Any
 
 import peewee
 
+from .encryption import Keyring, sealed_key_id
 from .errors import MASK, IntegrityError, ValidationError, keeps_secrets
 from .fields import (
     ChoiceField,
@@ -215,7 +216,13 @@ class Agent(Timestamped):
 
 
 class AgentConfig(Timestamped):
-    """One typed setting; ``config_value`` is the canonical string, :attr:`value` the parsed one."""
+    """One typed setting; ``config_value`` is the stored string, :attr:`value` the parsed one.
+
+    A sensitive value stored encrypted (see :mod:`optistate.encryption`) keeps its
+    ciphertext in ``config_value``; :attr:`text` and :attr:`value` open it with
+    :attr:`keyring`: the store's keys on ``store.models.AgentConfig`` (and so on the
+    rows of ``agent.config``), none on this unbound class.
+    """
 
     agent = peewee.ForeignKeyField(Agent, backref="configs", on_delete="CASCADE")
     config_key = StringField(max_length=255)
@@ -224,19 +231,45 @@ class AgentConfig(Timestamped):
     description = peewee.TextField(null=True)
     is_sensitive = peewee.BooleanField(default=False)
 
+    keyring = Keyring()  # not a column: the keys that open and encrypt values (see bound_models)
+    _opened: tuple[str, str] | None = None  # (stored, plain): a value is decrypted once per row
+
     class Meta:
         table_name = "agent_configs"
         indexes = ((("agent", "config_key"), True),)
 
     @property
-    def value(self) -> Any:
-        """``config_value`` parsed as ``config_type``."""
-        return parse_config_value(self.config_type, self.config_value, key=self.config_key, sensitive=self.is_sensitive)
+    def text(self) -> str:
+        """The canonical string in plain text, decrypted if stored encrypted.
 
+        :raises SecretKeyError: encrypted with a key that :attr:`keyring` lacks.
+        """
+        stored = self.config_value
+        if self._opened is None or self._opened[0] != stored:
+            self._opened = (stored, self.keyring.open(stored, key=self.config_key) if self.is_encrypted else stored)
+        return self._opened[1]
+
+    @property
+    def value(self) -> Any:
+        """:attr:`text` parsed as ``config_type``."""
+        return parse_config_value(self.config_type, self.text, key=self.config_key, sensitive=self.is_sensitive)
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key a sensitive value is encrypted with; None when it is stored in plain text."""
+        return sealed_key_id(self.config_value) if self.is_sensitive else None
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self.key_id is not None
+
+    @keeps_secrets
     def save(self, force_insert: bool = False, only: Any = None) -> Any:
-        self.config_value = format_config_value(
-            self.config_type, self.config_value, key=self.config_key, sensitive=self.is_sensitive
-        )
+        """Store the row; a sensitive value is encrypted first when :attr:`keyring` has a key."""
+        if not self.is_encrypted:
+            key, sensitive = self.config_key, self.is_sensitive
+            text = format_config_value(self.config_type, self.config_value, key=key, sensitive=sensitive)
+            self.config_value = self.keyring.stored_form(text, key=key, sensitive=sensitive)
         return super().save(force_insert=force_insert, only=only)
 
     def __str__(self) -> str:
@@ -312,8 +345,8 @@ class AgentMetric(BaseModel):
 MODELS: tuple[type[BaseModel], ...] = (Agent, AgentConfig, AgentState, AgentCapability, AgentMetric)
 
 
-def bound_models(database: peewee.Database) -> SimpleNamespace:
-    """Subclasses of the five models bound to ``database`` alone.
+def bound_models(database: peewee.Database, keyring: Keyring | None = None) -> SimpleNamespace:
+    """Subclasses of the five models bound to ``database`` alone; their ``AgentConfig`` has ``keyring``.
 
     Each store keeps its own set, so two stores in one process, even one on
     SQLite and one on PostgreSQL, never share a binding. Rows they return are
@@ -330,5 +363,7 @@ def bound_models(database: peewee.Database) -> SimpleNamespace:
             "__module__": __name__,
             "agent": peewee.ForeignKeyField(agent, backref=fk.backref, on_delete="CASCADE", unique=fk.unique),
         }
+        if model is AgentConfig and keyring is not None:
+            attrs["keyring"] = keyring
         made.append(type(model.__name__, (model,), attrs))
     return SimpleNamespace(MODELS=tuple(made), **{m.__name__: m for m in made})

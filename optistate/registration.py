@@ -3,6 +3,8 @@
 On SQLite these are four statements in one write transaction. On PostgreSQL
 they are one statement of data-modifying CTEs, which peewee builds once per
 agent type; later starts reuse its SQL with their own values in the slots.
+With a secret key, a sensitive default is encrypted anew at each start (a
+Fernet token holds a random IV and the time), so it is a slot too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import peewee
 
 from .database import is_sqlite, write_transaction
-from .defaults import AgentType
+from .defaults import AgentType, Config
 from .fields import utcnow
 from .models import Agent, AgentStatus
 
@@ -44,7 +46,8 @@ class Registrar:
 
     def __init__(self, database: peewee.Database, models: SimpleNamespace):
         self.database, self.models = database, models
-        self._statements: dict[int, tuple[AgentType, str, list[Any]]] = {}
+        self.keyring = models.AgentConfig.keyring
+        self._statements: dict[int, tuple[AgentType, str, list[Any], dict[_Slot, Config]]] = {}
 
     def register(self, agent_type: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
         """Upsert the agent, insert its type's missing defaults and its state row; return the agent's row."""
@@ -87,26 +90,49 @@ class Registrar:
         cached = self._statements.get(id(agent_type))
         if cached is None or cached[0] is not agent_type:
             cached = self._statements[id(agent_type)] = (agent_type, *self._statement_template(agent_type))
-        _, sql, slots = cached
+        _, sql, slots, secrets = cached
         stamp = self.models.Agent.last_heartbeat.db_value(now)
         given = {_NAME: name, _VERSION: version, _ENDPOINT: endpoint}
+        given.update((slot, self.keyring.seal(config.config_value)) for slot, config in secrets.items())
         params = [_fill(p, given, stamp) for p in slots]
         return uuid.UUID(str(self.database.execute_sql(sql, params).fetchone()[0]))
 
-    def _statement_template(self, agent_type: AgentType) -> tuple[str, list[Any]]:
-        """``agent_type``'s registration SQL, and its parameters with the slots in place."""
+    def _statement_template(self, agent_type: AgentType) -> tuple[str, list[Any], dict[_Slot, Config]]:
+        """``agent_type``'s registration SQL, its parameters with the slots in place, and its secrets' slots."""
+        secrets: dict[_Slot, Config] = {}
+
+        def stored(config: Config) -> Any:
+            if not (config.sensitive and self.keyring):
+                return self._stored(config)
+            slot = _Slot(f"secret:{config.key}")
+            secrets[slot] = config
+            return slot
+
         registered = self._upsert(agent_type, _ID, _NAME, _VERSION, _ENDPOINT, _NOW).cte("registered")
         ref = peewee.Select([registered], [registered.c.id])
-        inserts = self._defaults(agent_type, ref, _NOW, new_id=lambda: _ID)
+        inserts = self._defaults(agent_type, ref, _NOW, new_id=lambda: _ID, stored=stored)
         writes = [query.cte(f"defaults_{i}") for i, query in enumerate(inserts)]
         sql, params = registered.select_from(registered.c.id).with_cte(registered, *writes).sql()
-        return sql, params
+        assert len(secrets) == sum(type(p) is _Slot and p in secrets for p in params), "a secret slot went missing"
+        return sql, params, secrets
+
+    def _stored(self, config: Config) -> str:
+        """A default's stored text: encrypted now if it is sensitive and a key is set."""
+        return self.keyring.stored_form(config.config_value, key=config.key, sensitive=config.sensitive)
 
     def _defaults(
-        self, agent_type: AgentType, agent: Any, now: datetime, new_id: Callable[[], Any] = uuid.uuid4
+        self,
+        agent_type: AgentType,
+        agent: Any,
+        now: datetime,
+        new_id: Callable[[], Any] = uuid.uuid4,
+        stored: Callable[[Config], Any] | None = None,
     ) -> list[Any]:
-        """The inserts of the type's missing defaults and of the state row, for ``agent`` (an id or a subquery)."""
-        m = self.models
+        """The inserts of the type's missing defaults and of the state row, for ``agent`` (an id or a subquery).
+
+        :param stored: a default's ``config_value`` parameter (by default its stored text, encrypted if due).
+        """
+        m, stored = self.models, stored or self._stored
         stamps = {"agent": agent, "created_at": now, "updated_at": now}
         queries = []
         if agent_type.configs:
@@ -115,7 +141,7 @@ class Registrar:
                     stamps,
                     id=new_id(),
                     config_key=c.key,
-                    config_value=c.config_value,
+                    config_value=stored(c),
                     config_type=c.type,
                     description=c.description,
                     is_sensitive=c.sensitive,

@@ -17,7 +17,7 @@ import signal
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -25,6 +25,7 @@ import peewee
 
 from .agent import AgentHandle
 from .database import open_database, redact, resolve_url
+from .encryption import Keyring
 from .errors import ConfigurationError, IntegrityError, NotFoundError, OptistateError
 from .fields import check_text, utcnow
 from .metrics import MAX_BUFFER, flush_all
@@ -39,7 +40,12 @@ log = logging.getLogger("optistate")
 
 
 def connect(
-    url: str | None = None, *, migrate: bool = True, plugins: Registry | None = None, max_buffer: int = MAX_BUFFER
+    url: str | None = None,
+    *,
+    migrate: bool = True,
+    plugins: Registry | None = None,
+    max_buffer: int = MAX_BUFFER,
+    secret_key: str | Sequence[str] | None = None,
 ) -> Store:
     """Open a store on ``url``, ``$OPTISTATE_DATABASE_URL``, or ``sqlite:///optistate.db``.
 
@@ -48,21 +54,35 @@ def connect(
         the ``optistate`` entry points when first needed.
     :param max_buffer: metric points each agent keeps at most while flushes fail;
         past it the oldest are dropped and counted in ``agent.dropped_metrics``.
+    :param secret_key: the Fernet key, or keys newest first, that sensitive config values are
+        encrypted with (see :mod:`optistate.encryption`); by default ``$OPTISTATE_SECRET_KEY``
+        (comma-separated), and without either, values are stored in plain text.
+    :raises ConfigurationError: a key that is not a Fernet key, or a key without the ``secrets`` extra.
     """
+    keyring = Keyring.from_setting(secret_key)
     url = resolve_url(url)
     database = open_database(url)
     if migrate:
         apply_migrations(database)
     database.bind(MODELS)
-    return Store(database, plugins or Registry(), url=redact(url), max_buffer=max_buffer)
+    return Store(database, plugins or Registry(), url=redact(url), max_buffer=max_buffer, keyring=keyring)
 
 
 class Store:
     """Agents' state in one database. Make one with :func:`connect`."""
 
-    def __init__(self, database: peewee.Database, plugins: Registry, *, url: str = "", max_buffer: int = MAX_BUFFER):
+    def __init__(
+        self,
+        database: peewee.Database,
+        plugins: Registry,
+        *,
+        url: str = "",
+        max_buffer: int = MAX_BUFFER,
+        keyring: Keyring | None = None,
+    ):
         self.database, self.plugins, self.url, self.max_buffer = database, plugins, url, max_buffer
-        self.models = bound_models(database)
+        self.keyring = keyring if keyring is not None else Keyring()
+        self.models = bound_models(database, self.keyring)
         self._agents: weakref.WeakValueDictionary[uuid.UUID, AgentHandle] = weakref.WeakValueDictionary()
         self._started: weakref.WeakValueDictionary[uuid.UUID, AgentHandle] = weakref.WeakValueDictionary()
         self._registrar = Registrar(database, self.models)

@@ -27,6 +27,7 @@ import peewee
 
 from . import __version__
 from .database import is_sqlite, write_transaction
+from .encryption import sealed_key_id
 from .errors import OptistateError, TransferError, ValidationError, one_line
 from .fields import TimestampField, dumps, utcnow
 from .models import parse_config_value
@@ -77,8 +78,14 @@ def row_count(store: Store) -> int:
     return sum(model.select().count() for model in store.models.MODELS)
 
 
-def export_file(store: Store, path: str, *, progress: Progress = _nothing) -> dict[str, int]:
+def export_file(
+    store: Store, path: str, *, progress: Progress = _nothing, decrypt: bool = False
+) -> dict[str, int]:
     """Write every row to ``path`` (created or truncated, mode 0o600); return the rows per table.
+
+    A sensitive value stored encrypted is written as stored, ciphertext,
+    unless ``decrypt`` (which raises :class:`SecretKeyError` for a value no
+    key of the store opens).
 
     The rows are read in one transaction, so the file is one consistent snapshot.
     """
@@ -96,6 +103,8 @@ def export_file(store: Store, path: str, *, progress: Progress = _nothing) -> di
             fields = model._meta.sorted_fields
             for values in model.select(*fields).order_by(model.id).tuples().iterator():
                 row = {f.column_name: _encode(f, v) for f, v in zip(fields, values, strict=True)}
+                if decrypt and table == "agent_configs" and row["is_sensitive"]:
+                    row["config_value"] = store.keyring.open(row["config_value"], key=row["config_key"])
                 out.write(json.dumps({"table": table, "row": row}, ensure_ascii=False, allow_nan=False) + "\n")
                 counts[table] += 1
                 progress(1)
@@ -224,7 +233,8 @@ class _Importer:
 
     def check(self, model: Any, row: dict[peewee.Field, Any]) -> None:
         """Row-level rules: a row's agent comes earlier in the file, and a config value
-        parses as its type and passes the plugins' ``validate_config``."""
+        parses as its type and passes the plugins' ``validate_config``. An encrypted value
+        is imported as it is: checked when the store has its key, unchecked otherwise."""
         meta = model._meta
         if meta.table_name == "agents":
             self.agent_types[row[meta.fields["id"]]] = row[meta.fields["type"]]
@@ -234,8 +244,12 @@ class _Importer:
             raise ValidationError("agent_id", str(agent), "names no agent earlier in the file (agents come first)")
         if meta.table_name == "agent_configs":
             key, config_type = row[meta.fields["config_key"]], row[meta.fields["config_type"]]
-            sensitive = row[meta.fields["is_sensitive"]]
-            value = parse_config_value(config_type, row[meta.fields["config_value"]], key=key, sensitive=sensitive)
+            sensitive, text = row[meta.fields["is_sensitive"]], row[meta.fields["config_value"]]
+            if sensitive and sealed_key_id(text) is not None:
+                if not self.store.keyring.can_open(text):
+                    return  # encrypted with a key this store lacks: imported as it is, unchecked
+                text = self.store.keyring.open(text, key=key)
+            value = parse_config_value(config_type, text, key=key, sensitive=sensitive)
             self.store.plugins.check_config(self.agent_types[agent], key, value, sensitive=sensitive)
 
     def flush(self, table: str) -> None:
