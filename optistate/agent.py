@@ -9,6 +9,7 @@ UPDATE. Reads of config are served from memory after the first; call
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from .config import ConfigView
 from .database import is_sqlite, write_transaction
 from .errors import NotFoundError
 from .fields import check_text, utcnow
+from .leases import DEFAULT_TTL, Holder, Lease
+from .liveness import KeepAlive
 from .metrics import MAX_BUFFER, MetricBuffer, MetricReader
 from .models import AgentStatus
 from .versions import highest
@@ -31,11 +34,13 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentHandle", "Workflow"]
 
+log = logging.getLogger("optistate")
+
 _HEARTBEAT_STATE_SQLITE = "UPDATE agent_states SET last_heartbeat = ? WHERE agent_id = ?"
 _HEARTBEAT_AGENT_SQLITE = "UPDATE agents SET last_heartbeat = ? WHERE id = ?"
-_HEARTBEAT_POSTGRES = (
-    "WITH s AS (UPDATE agent_states SET last_heartbeat = %s WHERE agent_id = %s) "
-    "UPDATE agents SET last_heartbeat = %s WHERE id = %s"
+_HEARTBEAT_POSTGRES = (  # the database's clock: liveness is judged by it
+    "WITH s AS (UPDATE agent_states SET last_heartbeat = now() WHERE agent_id = %s) "
+    "UPDATE agents SET last_heartbeat = now() WHERE id = %s"
 )
 
 
@@ -88,6 +93,9 @@ class AgentHandle:
         self._on_sqlite = is_sqlite(database)
         self._ident = models.Agent.id.db_value(row.id)
         self._stamp = models.Agent.last_heartbeat.db_value
+        self.ttl: float = row.ttl_seconds or DEFAULT_TTL
+        self.holder = Holder(database, self._ident, row.name)
+        self._keeper: KeepAlive | None = None
 
     def __repr__(self) -> str:
         return f"<AgentHandle {self.type}/{self.name} {self.id}>"
@@ -104,14 +112,18 @@ class AgentHandle:
         return model.get(model.agent == self.id)
 
     def heartbeat(self) -> None:
-        """Stamp ``last_heartbeat`` on the agent and its state: one statement on PostgreSQL."""
-        now, ident = self._stamp(utcnow()), self._ident
+        """Stamp ``last_heartbeat`` on the agent and its state with the database's clock: one statement on PostgreSQL.
+
+        On SQLite (one machine) the stamp is this process's clock, which is the database's.
+        """
+        ident = self._ident
         if self._on_sqlite:
+            now = self._stamp(utcnow())
             with write_transaction(self.database):
                 self.database.execute_sql(_HEARTBEAT_STATE_SQLITE, (now, ident))
                 stamped = self.database.execute_sql(_HEARTBEAT_AGENT_SQLITE, (now, ident)).rowcount
         else:
-            stamped = self.database.execute_sql(_HEARTBEAT_POSTGRES, (now, ident, now, ident)).rowcount
+            stamped = self.database.execute_sql(_HEARTBEAT_POSTGRES, (ident, ident)).rowcount
         if not stamped:
             raise NotFoundError.deleted_agent(self.name)
 
@@ -163,16 +175,41 @@ class AgentHandle:
 
     @contextlib.contextmanager
     def workflow(
-        self, name: str, data: Mapping[str, Any] | None = None, locks: Sequence[str] = ()
+        self, name: str, data: Mapping[str, Any] | None = None, locks: Sequence[str] = (), *, wait: float = 0.0
     ) -> Iterator[Workflow]:
-        """Run a workflow: idle again on a normal exit; on an exception, record it and re-raise."""
-        flow = self.begin_workflow(name, data, locks)
+        """Run a workflow holding a lease on each of ``locks``: idle again on a normal exit; on an exception,
+        record it and re-raise.
+
+        The leases (TTL: the agent's; :meth:`keep_alive` renews them) are taken
+        all or none, in sorted order, so two workflows cannot deadlock, and
+        released when the workflow ends; ``resource_locks`` names them meanwhile.
+
+        :raises LockHeld: one of ``locks`` is held elsewhere past ``wait`` seconds; nothing was started.
+        """
+        leases = self.holder.acquire_all(locks, self.ttl, wait)
+        failed = False
         try:
-            yield flow
-        except BaseException as exc:
-            self.fail_workflow(exc)
-            raise
-        self.finish_workflow()
+            flow = self.begin_workflow(name, data, locks)
+            try:
+                yield flow
+            except BaseException as exc:
+                failed = True
+                self.fail_workflow(exc)
+                raise
+            self.finish_workflow()
+        finally:
+            for lease in leases:
+                lease.release()
+            if failed and leases:
+                self._update_state(resource_locks=[])  # the failure is recorded; the leases are gone
+
+    def lock(self, resource: str, ttl: float = DEFAULT_TTL, wait: float = 0.0) -> Lease:
+        """A lease on ``resource`` for ``ttl`` seconds (see :mod:`optistate.leases`); a context manager too.
+
+        :param wait: seconds to keep trying while another holder has it.
+        :raises LockHeld: held elsewhere (or by this agent already: leases are not re-entrant) past ``wait``.
+        """
+        return self.holder.acquire(resource, ttl, wait)
 
     # -- capabilities -------------------------------------------------------------
 
@@ -255,16 +292,38 @@ class AgentHandle:
 
     # -- lifecycle ----------------------------------------------------------------
 
+    def keep_alive(self) -> None:
+        """Heartbeat and renew this process's leases from a daemon thread, every third of the TTL.
+
+        The period is a third of the agent's TTL, or of the shortest lease TTL
+        if shorter. :meth:`stop` ends the thread; calling this again while it
+        runs does nothing. A lease found lost is logged and forgotten.
+        """
+        if self._keeper is None or not self._keeper.running:
+            self._keeper = KeepAlive(self._beat, self._beat_interval, self.database, self.name)
+            self._keeper.start()
+
+    def _beat(self) -> None:
+        self.heartbeat()
+        for lease in self.holder.renew_held():
+            log.warning("agent %s lost its lease on %r (token %d)", self.name, lease.resource, lease.token)
+
+    def _beat_interval(self) -> float:
+        return min(self.ttl, self.holder.shortest_ttl() or self.ttl) / 3
+
     def stop(self) -> None:
-        """Flush buffered metrics, mark the agent offline, and tell the plugins.
+        """End :meth:`keep_alive`, flush buffered metrics, release the agent's leases, mark it offline, tell the plugins.
 
         ``agents.status`` becomes ``offline``; the state row goes back to
         ``idle`` with no workflow, data or locks (``offline`` is a registration
         status, not a run-time one, as in the seed's schema).
         """
+        if self._keeper is not None:
+            self._keeper.stop()
         self.flush()
         now = utcnow()
         with write_transaction(self.database):
+            self.holder.release_all()
             agent = self.models.Agent
             agent.update(status=AgentStatus.OFFLINE.value, last_heartbeat=now).where(agent.id == self.id).execute()
             self._update_state(

@@ -17,6 +17,7 @@ import click
 
 from . import __version__, demo, scaffold, schema, transfer
 from .cli_secrets import secrets
+from .cli_coordination import locks, reap
 from .cli_settings import capabilities, config
 from .cli_support import (
     RootGroup,
@@ -132,7 +133,7 @@ def migrate(session: Session, show_status: bool, down: str | None, as_json: bool
 @json_option
 @pass_session
 def agents(session: Session, agent_type: str | None, status: str | None, as_json: bool) -> None:
-    """List agents: run-time status, workflow, heartbeat, counts."""
+    """List agents: run-time status, liveness (alive, stale, offline), workflow, heartbeat age, counts."""
     rows = session.store().overview(agent_type, status)
     if as_json:
         echo_json(rows)
@@ -287,6 +288,8 @@ def import_command(session: Session, path: str, replace: bool) -> None:
 
 
 cli.add_command(config)
+cli.add_command(reap)
+cli.add_command(locks)
 cli.add_command(capabilities)
 cli.add_command(secrets)
 

@@ -181,8 +181,9 @@ def metric_table(rows: Sequence[Any], *, metadata: bool = True) -> None:
 
 
 def overview_table(rows: Sequence[dict[str, Any]], empty: str) -> None:
-    table(["TYPE", "NAME", "STATUS", "WORKFLOW", "LOCKS", "ERRORS", "HEARTBEAT", "CONFIGS", "CAPABILITIES"],
-          [[r["type"], r["name"], r["status"], r["workflow"], r["locks"], r["error_count"],
+    table(["TYPE", "NAME", "STATUS", "LIVENESS", "WORKFLOW", "LOCKS", "ERRORS", "HEARTBEAT", "CONFIGS",
+           "CAPABILITIES"],
+          [[r["type"], r["name"], r["status"], r["liveness"], r["workflow"], r["locks"], r["error_count"],
             age(r["heartbeat_age_seconds"]), r["configs"], f"{r['capabilities_enabled']}/{r['capabilities']} enabled"]
            for r in rows], empty)
 

@@ -109,7 +109,7 @@ def _application(agent: AgentHandle, now: datetime) -> None:
             if score < threshold:
                 raise QualityThresholdBreach(f"Quality threshold breach: score={score} (threshold={threshold})")
     except QualityThresholdBreach:
-        pass  # the state keeps the workflow, its data and locks, with status error
+        pass  # the state keeps the workflow and its data, with status error; the lease on quality_db is released
 
 
 WORKFLOWS = {"cost": _cost, "performance": _performance, "resource": _resource, "application": _application}

@@ -167,3 +167,24 @@ class SecretKeyError(OptistateError, LookupError):
     def __init__(self, config_key: str, key_id: str, reason: str):
         self.config_key, self.key_id, self.reason = config_key, key_id, reason
         super().__init__(f"config {config_key!r} is encrypted with key {key_id}: {reason}")
+
+
+class LockHeld(OptistateError):
+    """Another holder kept the lease on ``resource`` past the time the caller would wait.
+
+    :param holder: the holding agent's name (None if it was freed meanwhile).
+    :param expires_at: when that lease ends unless renewed, by the database's clock.
+    """
+
+    def __init__(self, resource: str, holder: str | None, expires_at: Any = None):
+        self.resource, self.holder, self.expires_at = resource, holder, expires_at
+        until = f" until {expires_at.isoformat(timespec='milliseconds')} unless renewed" if expires_at else ""
+        super().__init__(f"lock {resource!r}: held by agent {holder!r}{until}")
+
+
+class LockLost(OptistateError):
+    """The lease on ``resource`` with fencing ``token`` is no longer held: it expired, was released or taken."""
+
+    def __init__(self, resource: str, token: int, reason: str = "expired, released or taken by another holder"):
+        self.resource, self.token, self.reason = resource, token, reason
+        super().__init__(f"lock {resource!r} (token {token}): lost; {reason}")

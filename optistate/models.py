@@ -196,6 +196,7 @@ class Agent(Timestamped):
     status = ChoiceField(AgentStatus, default=AgentStatus.ACTIVE.value)
     endpoint = StringField(max_length=1024, null=True)
     last_heartbeat = TimestampField(default=utcnow)
+    ttl_seconds = peewee.FloatField(default=30.0)  # alive while the heartbeat is younger, by the database's clock
 
     class Meta:
         table_name = "agents"

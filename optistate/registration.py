@@ -37,7 +37,7 @@ class _Slot(str):
 
 # The values that change from one start_agent to the next (see _statement_template). Every
 # timestamp of the statement is "now", so its datetime parameters are slots too.
-_NAME, _VERSION, _ENDPOINT, _ID = _Slot("name"), _Slot("version"), _Slot("endpoint"), _Slot("id")
+_NAME, _VERSION, _ENDPOINT, _ID, _TTL = _Slot("name"), _Slot("version"), _Slot("endpoint"), _Slot("id"), _Slot("ttl")
 _NOW = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
@@ -49,37 +49,46 @@ class Registrar:
         self.keyring = models.AgentConfig.keyring
         self._statements: dict[int, tuple[AgentType, str, list[Any], dict[_Slot, Config]]] = {}
 
-    def register(self, agent_type: AgentType, name: str, version: str, endpoint: str | None) -> Agent:
-        """Upsert the agent, insert its type's missing defaults and its state row; return the agent's row."""
+    def register(self, agent_type: AgentType, name: str, version: str, endpoint: str | None, ttl: float) -> Agent:
+        """Upsert the agent (with its liveness ``ttl``), insert its type's missing defaults and its state row;
+        return the agent's row."""
         now = utcnow()
         if is_sqlite(self.database):
             with write_transaction(self.database):
-                upsert = self._upsert(agent_type, uuid.uuid4(), name, version, endpoint, now)
+                upsert = self._upsert(agent_type, uuid.uuid4(), name, version, endpoint, now, ttl)
                 agent_id = next(iter(upsert.execute())).id
                 for query in self._defaults(agent_type, agent_id, now):
                     query.execute()
         else:
-            agent_id = self._register_in_one_statement(agent_type, name, version, endpoint, now)
+            agent_id = self._register_in_one_statement(agent_type, name, version, endpoint, now, ttl)
         status = AgentStatus.ACTIVE.value
         return self.models.Agent(
             id=agent_id, type=agent_type.name, name=name, version=version, status=status, endpoint=endpoint,
-            last_heartbeat=now, __no_default__=1,
+            last_heartbeat=now, ttl_seconds=ttl, __no_default__=1,
         )  # fmt: skip
 
     def _upsert(
-        self, agent_type: AgentType, ident: Any, name: str, version: str, endpoint: str | None, now: datetime
+        self, agent_type: AgentType, ident: Any, name: str, version: str, endpoint: str | None, now: datetime,
+        ttl: Any,
     ) -> Any:
         agent = self.models.Agent
-        row = {"id": ident, "type": agent_type.name, "name": name, "version": version, "endpoint": endpoint}
-        kept = [agent.version, agent.endpoint, agent.status, agent.last_heartbeat, agent.updated_at]
+        row = {"id": ident, "type": agent_type.name, "name": name, "version": version, "endpoint": endpoint,
+               "ttl_seconds": peewee.Value(ttl, converter=False)}  # a float, or the _TTL slot, as it is
+        kept = [agent.version, agent.endpoint, agent.status, agent.last_heartbeat, agent.updated_at, agent.ttl_seconds]
         return (
-            agent.insert(row, status=AgentStatus.ACTIVE.value, last_heartbeat=now, created_at=now, updated_at=now)
+            agent.insert(row, status=AgentStatus.ACTIVE.value, last_heartbeat=self._beat(now), created_at=now,
+                         updated_at=now)
             .on_conflict(conflict_target=[agent.type, agent.name], preserve=kept)
             .returning(agent.id)
         )
 
+    def _beat(self, now: datetime) -> Any:
+        """The heartbeat's stamp: the database's clock (``now()``) on PostgreSQL, as liveness is judged by it;
+        on SQLite this machine's, which is the database's."""
+        return now if is_sqlite(self.database) else peewee.SQL("now()")
+
     def _register_in_one_statement(
-        self, agent_type: AgentType, name: str, version: str, endpoint: str | None, now: datetime
+        self, agent_type: AgentType, name: str, version: str, endpoint: str | None, now: datetime, ttl: float
     ) -> uuid.UUID:
         """PostgreSQL: the upsert and the default inserts as data-modifying CTEs, one round trip.
 
@@ -92,7 +101,7 @@ class Registrar:
             cached = self._statements[id(agent_type)] = (agent_type, *self._statement_template(agent_type))
         _, sql, slots, secrets = cached
         stamp = self.models.Agent.last_heartbeat.db_value(now)
-        given = {_NAME: name, _VERSION: version, _ENDPOINT: endpoint}
+        given = {_NAME: name, _VERSION: version, _ENDPOINT: endpoint, _TTL: ttl}
         given.update((slot, self.keyring.seal(config.config_value)) for slot, config in secrets.items())
         params = [_fill(p, given, stamp) for p in slots]
         return uuid.UUID(str(self.database.execute_sql(sql, params).fetchone()[0]))
@@ -108,7 +117,7 @@ class Registrar:
             secrets[slot] = config
             return slot
 
-        registered = self._upsert(agent_type, _ID, _NAME, _VERSION, _ENDPOINT, _NOW).cte("registered")
+        registered = self._upsert(agent_type, _ID, _NAME, _VERSION, _ENDPOINT, _NOW, _TTL).cte("registered")
         ref = peewee.Select([registered], [registered.c.id])
         inserts = self._defaults(agent_type, ref, _NOW, new_id=lambda: _ID, stored=stored)
         writes = [query.cte(f"defaults_{i}") for i, query in enumerate(inserts)]
@@ -178,7 +187,7 @@ class Registrar:
             workflow_data={},
             resource_locks=[],
             error_count=0,
-            last_heartbeat=now,
+            last_heartbeat=self._beat(now),
             resource_usage={},
             metadata={},
         )

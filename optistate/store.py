@@ -28,6 +28,10 @@ from .database import open_database, redact, resolve_url
 from .encryption import Keyring
 from .errors import ConfigurationError, IntegrityError, NotFoundError, OptistateError
 from .fields import check_text, utcnow
+from .leases import DEFAULT_TTL, LeaseInfo, check_ttl
+from .leases import locks as held_leases
+from .liveness import alive_condition, liveness, now_column, parse_stamp, stale_condition
+from .liveness import reap as reap_stale
 from .metrics import MAX_BUFFER, flush_all
 from .models import MODELS, Agent, AgentStatus, bound_models
 from .registration import Registrar
@@ -103,7 +107,13 @@ class Store:
         self.database.close()
 
     def start_agent(
-        self, type: str, name: str | None = None, version: str = "0.1.0", endpoint: str | None = None
+        self,
+        type: str,
+        name: str | None = None,
+        version: str = "0.1.0",
+        endpoint: str | None = None,
+        *,
+        ttl: float = DEFAULT_TTL,
     ) -> AgentHandle:
         """Register (or update) the agent ``(type, name)`` and store its type's missing defaults.
 
@@ -115,6 +125,8 @@ class Store:
         stays, and a default a newer plugin adds appears. A key the plugin now
         declares sensitive becomes sensitive; sensitivity is never lowered.
 
+        :param ttl: seconds the agent counts as alive after each heartbeat (stored in ``agents.ttl_seconds``);
+            ``agent.keep_alive()`` heartbeats every third of it.
         :raises UnknownAgentType: no loaded plugin registers ``type``.
         """
         agent_type = self.plugins.agent_type(type)
@@ -124,8 +136,9 @@ class Store:
         check_text("version", version, fields["version"].max_length)
         if endpoint is not None:
             check_text("endpoint", endpoint, fields["endpoint"].max_length, required=False)
+        ttl = check_ttl("ttl", ttl)
         try:
-            row = self._registrar.register(agent_type, name, version, endpoint)
+            row = self._registrar.register(agent_type, name, version, endpoint, ttl)
         except peewee.IntegrityError as exc:
             raise IntegrityError.from_driver(exc) from None
         agent = self._started[row.id] = self._handle(row)
@@ -207,22 +220,38 @@ class Store:
         signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
-    def agents(self, type: str | None = None, status: str | None = None) -> list[Agent]:
+    def agents(self, type: str | None = None, status: str | None = None, alive: bool | None = None) -> list[Agent]:
         """Registered agents, by type then name.
 
         :param type: only agents of this type.
         :param status: only agents reporting this status, as :meth:`overview` and
             ``optistate agents --status`` show it: the run-time status (``agent_states.status``)
             of a running agent, ``offline`` for a stopped one.
+        :param alive: True: only agents not stopped whose heartbeat is within their TTL by
+            the database's clock; False: only stale ones (not stopped, heartbeat older), which
+            :meth:`reap` would take.
         """
         m = self.models
         query = m.Agent.select().order_by(m.Agent.type, m.Agent.name)
         if type is not None:
             query = query.where(m.Agent.type == type)
+        if alive is not None:
+            query = query.where((alive_condition if alive else stale_condition)(self.database, m.Agent))
         if status is not None:
             query = query.join(m.AgentState, peewee.JOIN.LEFT_OUTER, on=(m.AgentState.agent == m.Agent.id))
             query = query.where(self._reported_status(status))
         return list(query)
+
+    def reap(self) -> list[Agent]:
+        """Mark agents whose heartbeat is older than their TTL offline, release their leases; return them.
+
+        Any process may call it, at any time, alongside others: see :func:`optistate.liveness.reap`.
+        """
+        return reap_stale(self.database, self.models)
+
+    def locks(self) -> list[LeaseInfo]:
+        """Every lease held now: resource, holder agent's name and id, token, acquired_at, expires_at."""
+        return held_leases(self.database)
 
     def _reported_status(self, status: str) -> Any:
         """The condition "reports ``status``": ``offline`` is the registration's, the others the state row's."""
@@ -236,11 +265,13 @@ class Store:
 
         ``status`` is the run-time status (``agent_states.status``), except that a
         stopped agent reports ``offline``; ``registered_status`` is ``agents.status``.
-        The ``status`` parameter filters on what is reported.
+        The ``status`` parameter filters on what is reported. ``liveness`` is
+        ``alive``, ``stale`` or ``offline`` and ``heartbeat_age_seconds`` the age,
+        both by the database's clock.
         """
-        m, now = self.models, utcnow()
+        m = self.models
         query = (
-            m.Agent.select(m.Agent, m.AgentState)
+            m.Agent.select(m.Agent, m.AgentState, now_column(self.database))
             .join(m.AgentState, peewee.JOIN.LEFT_OUTER, on=(m.AgentState.agent == m.Agent.id), attr="run_state")
             .order_by(m.Agent.type, m.Agent.name)
         )
@@ -257,11 +288,14 @@ class Store:
             state = getattr(agent, "run_state", None)
             state = state if state is not None and state.id is not None else None
             heartbeat = state.last_heartbeat if state is not None else agent.last_heartbeat
+            now = parse_stamp(agent.db_now) or utcnow()
             total, on = capabilities.get(agent.id, (0, 0))
             rows.append({
                 "id": str(agent.id), "type": agent.type, "name": agent.name, "version": agent.version,
                 "endpoint": agent.endpoint, "registered_status": agent.status,
                 "status": agent.status if state is None or agent.status == AgentStatus.OFFLINE else state.status,
+                "liveness": liveness(agent.status, agent.last_heartbeat, agent.ttl_seconds, now),
+                "ttl_seconds": agent.ttl_seconds,
                 "workflow": state.current_workflow if state is not None else None,
                 "workflow_data": state.workflow_data if state is not None else {},
                 "locks": state.resource_locks if state is not None else [],

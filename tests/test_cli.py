@@ -160,11 +160,11 @@ def test_an_ambiguous_name_needs_the_type(seeded):
 def test_agents_lists_run_time_state(seeded):
     out = ok(seeded, "agents")
     header, *lines = out.splitlines()
-    assert header.split() == ["TYPE", "NAME", "STATUS", "WORKFLOW", "LOCKS", "ERRORS", "HEARTBEAT", "CONFIGS",
-                              "CAPABILITIES"]
+    assert header.split() == ["TYPE", "NAME", "STATUS", "LIVENESS", "WORKFLOW", "LOCKS", "ERRORS", "HEARTBEAT",
+                              "CONFIGS", "CAPABILITIES"]
     assert [line.split()[0] for line in lines] == ["application", "cost", "performance", "resource"]
     cost = next(line for line in lines if line.startswith("cost"))
-    assert cost.split()[2:6] == ["Optimizer", "active", "cost_analysis", "gpu_cluster_1,"]
+    assert cost.split()[2:7] == ["Optimizer", "active", "alive", "cost_analysis", "gpu_cluster_1,"]
     assert cost.split()[-4:] == ["ago", "4", "2/3", "enabled"]
     assert ok(seeded, "agents", "--status", "error").count("\n") == 2
     rows = json.loads(ok(seeded, "agents", "--type", "resource", "--json"))

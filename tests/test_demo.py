@@ -15,7 +15,7 @@ SEED_STATES = {
     "Cost Optimizer": ("active", "cost_analysis", ["gpu_cluster_1", "billing_data"]),
     "Performance Tuner": ("idle", None, []),
     "Resource Allocator": ("active", "gpu_scaling", ["k8s_cluster", "gpu_pool"]),
-    "Application Monitor": ("error", "quality_check", ["quality_db"]),
+    "Application Monitor": ("error", "quality_check", []),  # the failed workflow's lease on quality_db is released
 }
 
 SEED_METRICS = {  # name -> (value, unit, metadata), from the seed's part 2

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib.metadata import distribution, requires
@@ -24,8 +25,9 @@ from optistate.schema import HISTORY_TABLE, MigrationStatus
 from optistate.testing import run_together
 
 REPO = Path(__file__).resolve().parent.parent
-ALL = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults"]
+ALL = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults", "0004_liveness_and_leases"]
 TABLES = {"agents", "agent_configs", "agent_states", "agent_capabilities", "agent_metrics"}
+ALL_TABLES = TABLES | {"agent_leases"}  # 0004's leases are not among the defaulted tables
 PROCESSES = 4
 LONG_AGO = datetime(2024, 5, 1, tzinfo=timezone.utc)
 
@@ -54,7 +56,7 @@ class TestMigrate:
         assert schema.migrate(empty) == ALL
         assert schema.migrate(empty) == []
 
-        assert tables(empty) == TABLES | {HISTORY_TABLE}
+        assert tables(empty) == ALL_TABLES | {HISTORY_TABLE}
         assert schema.status(empty) == [MigrationStatus(name, True) for name in ALL]
 
     def test_up_to_a_target(self, empty):
@@ -66,6 +68,8 @@ class TestMigrate:
     def test_rollback_reverts_the_latest(self, empty):
         schema.migrate(empty)
 
+        assert schema.rollback(empty) == ["0004_liveness_and_leases"]
+        assert tables(empty) == TABLES | {HISTORY_TABLE}
         assert schema.rollback(empty) == ["0003_database_defaults"]
         assert tables(empty) == TABLES | {HISTORY_TABLE}
         assert schema.rollback(empty) == ["0002_agent_state_tables"]
@@ -198,11 +202,16 @@ class TestDefaults:
     def test_defaults_leave_rows_indexes_triggers_and_constraints_alone(self, empty):
         schema.migrate(empty, "0002_agent_state_tables")
         with empty.bind_ctx(MODELS):
-            agent = Agent.create(type="t", name="kept", version="1")
+            agent = uuid.uuid4()  # inserted by hand: the model has columns of later migrations (ttl_seconds)
+            stamp, marks = Agent.last_heartbeat.db_value(LONG_AGO), ", ".join([empty.param] * 7)
+            empty.execute_sql(
+                "INSERT INTO agents (id, type, name, version, status, last_heartbeat, created_at, updated_at) "
+                f"VALUES ({marks}, {empty.param})", (agent.hex, "t", "kept", "1", "active", stamp, stamp, stamp)
+            )
             config = AgentConfig.create(agent=agent, config_key="k", config_value="1", updated_at=LONG_AGO)
         objects, rows, statements = schema_objects(empty), every_row(empty), table_statements(empty)
 
-        assert schema.migrate(empty) == ["0003_database_defaults"]
+        assert schema.migrate(empty, "0003_database_defaults") == ["0003_database_defaults"]
         assert (schema_objects(empty), every_row(empty)) == (objects, rows)
         assert schema.rollback(empty) == ["0003_database_defaults"]
         assert (schema_objects(empty), every_row(empty), table_statements(empty)) == (objects, rows, statements)
@@ -215,7 +224,7 @@ class TestDefaults:
             assert AgentConfig.select().count() == 0
 
     def test_downgrade_removes_the_defaults(self, empty):
-        schema.migrate(empty)
+        schema.migrate(empty, "0003_database_defaults")
         assert defaulted(empty) == DEFAULTED
 
         assert schema.rollback(empty) == ["0003_database_defaults"]
@@ -261,7 +270,7 @@ def test_concurrent_migrate_from_processes(db_url):
     assert sorted(name for _, names in outcomes for name in names) == ALL  # each applied by exactly one process
     db = open_database(db_url)
     assert [row[0] for row in db.execute_sql(f"SELECT name FROM {HISTORY_TABLE} ORDER BY name")] == ALL
-    assert sorted(db.get_tables()) == sorted(TABLES | {HISTORY_TABLE})  # each table exists once
+    assert sorted(db.get_tables()) == sorted(ALL_TABLES | {HISTORY_TABLE})  # each table exists once
     db.close()
 
 
@@ -311,7 +320,7 @@ def test_installed_wheel_migrates(tmp_path):
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["applied"] == ALL
-    assert set(report["tables"]) == TABLES | {HISTORY_TABLE}
+    assert set(report["tables"]) == ALL_TABLES | {HISTORY_TABLE}
     assert all(Path(file).is_relative_to(site / "optistate") for file in report["files"]), report["files"]
     installed = {path.name for path in site.iterdir()}
     assert "optistate" in installed
