@@ -41,12 +41,12 @@ _SEALED = re.compile(r"optistate:enc:v1:([0-9a-f]{8}):([A-Za-z0-9_-]+={0,2})\Z")
 _EXTRA = "pip install 'optistate[secrets]'"
 
 
-def _fernet() -> Any:
+def _fernet(setting: str = ENV_VAR) -> Any:
     """``cryptography.fernet``, or a clear error naming the extra."""
     try:
         from cryptography import fernet
     except ImportError:
-        raise ConfigurationError(ENV_VAR, MASK, f"a secret key needs the cryptography package: {_EXTRA}") from None
+        raise ConfigurationError(setting, MASK, f"a secret key needs the cryptography package: {_EXTRA}") from None
     return fernet
 
 
@@ -81,7 +81,7 @@ class Keyring:
         self._newest: Any = None
         if not keys:
             return
-        fernet = _fernet()
+        fernet = _fernet(setting)
         for position, key in enumerate(keys):
             try:
                 cipher, ident = fernet.Fernet(key), key_id(key)
@@ -96,13 +96,18 @@ class Keyring:
 
     @classmethod
     def from_setting(cls, secret_key: str | Sequence[str] | None = None) -> Keyring:
-        """The keys given, else those of ``$OPTISTATE_SECRET_KEY`` (comma-separated), newest first."""
+        """The keys given, else those of ``$OPTISTATE_SECRET_KEY``, newest first.
+
+        A string may hold several keys, comma-separated (a Fernet key has no comma).
+        """
+        setting = "secret_key" if secret_key is not None else ENV_VAR
         if secret_key is None:
-            text = os.environ.get(ENV_VAR, "")
-            return cls([k.strip() for k in text.split(",") if k.strip()], setting=ENV_VAR)
-        if isinstance(secret_key, (str, bytes)):
-            secret_key = [secret_key]
-        return cls(list(secret_key))
+            secret_key = os.environ.get(ENV_VAR, "")
+        if isinstance(secret_key, bytes):
+            secret_key = secret_key.decode("ascii", "replace")
+        if isinstance(secret_key, str):
+            secret_key = [k.strip() for k in secret_key.split(",") if k.strip()]
+        return cls(list(secret_key), setting=setting)
 
     @property
     def ids(self) -> tuple[str, ...]:

@@ -9,7 +9,9 @@ Rows are keyed by column name. Ids are UUID strings, timestamps ISO-8601 UTC
 with microseconds, JSON columns plain JSON values, so a file written from
 SQLite imports into PostgreSQL (and back) with every row equal.
 
-Config values travel in clear, sensitive ones too: the file is created
+Config values travel as stored: in clear, except sensitive values encrypted at
+rest, which stay ciphertext unless ``decrypt`` (an import keeps what it reads).
+The file is created
 owner-only (0o600). An import is one transaction and validates every value
 as the SDK does (field checks, config types, plugins' ``validate_config``);
 any bad line rolls the whole import back and the error names that line.
