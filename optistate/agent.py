@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .config import ConfigView
 from .database import is_sqlite, write_transaction
 from .errors import NotFoundError
-from .fields import check_text, utcnow
+from .fields import check_list, check_text, storable, utcnow
 from .leases import DEFAULT_TTL, Holder, Lease
 from .liveness import KeepAlive
 from .metrics import MAX_BUFFER, MetricBuffer, MetricReader
@@ -147,11 +147,15 @@ class AgentHandle:
     # -- workflows ----------------------------------------------------------------
 
     def begin_workflow(self, name: str, data: Mapping[str, Any] | None = None, locks: Sequence[str] = ()) -> Workflow:
-        """Mark ``name`` as running: status active, with its data and the locks it holds."""
-        check_text("current_workflow", name, 255)
-        payload = dict(data or {})
+        """Mark ``name`` as running: status active, with its data (a mapping) and the locks it holds (names).
+
+        :raises ValidationError: a bad name, data that is not a mapping, or ``locks`` that is one string.
+        """
+        check_text("current_workflow", name, self.models.AgentState.current_workflow.max_length)
+        held = check_list("resource_locks", locks, str)  # "billing_data" is one lock, not 12
+        payload: Any = {} if data is None else dict(data) if isinstance(data, Mapping) else data  # else the field says
         self._update_state(
-            status=AgentStatus.ACTIVE.value, current_workflow=name, workflow_data=payload, resource_locks=list(locks)
+            status=AgentStatus.ACTIVE.value, current_workflow=name, workflow_data=payload, resource_locks=held
         )
         return Workflow(self, name, payload)
 
@@ -163,10 +167,19 @@ class AgentHandle:
         """Record ``error``: status error, ``error_count`` + 1, ``last_error`` {timestamp, error, message}.
 
         The workflow, its data and its locks stay as they were, showing what
-        was running when it failed.
+        was running when it failed. The message is stored with any NUL or lone
+        surrogate replaced (U+FFFD), so any exception can be recorded.
         """
         model = self.models.AgentState
-        last_error = {"timestamp": utcnow().isoformat(), "error": type(error).__name__, "message": str(error)}
+        try:
+            message = str(error)
+        except Exception:  # an exception whose __str__ fails is still recorded
+            message = f"<unprintable {type(error).__name__}>"
+        last_error = {
+            "timestamp": utcnow().isoformat(),
+            "error": storable(type(error).__name__),
+            "message": storable(message),
+        }
         (
             model.update(status=AgentStatus.ERROR.value, error_count=model.error_count + 1, last_error=last_error)
             .where(model.agent == self.id)

@@ -19,8 +19,8 @@ import psycopg2
 
 from .agent import AgentHandle
 from .database import redact
-from .errors import MASK, OptistateError, one_line
-from .fields import as_utc
+from .errors import MASK, OptistateError, ValidationError, one_line
+from .fields import check_chars, check_timestamp, loads
 from .models import AgentConfig
 from .store import Store, connect
 
@@ -204,19 +204,27 @@ class Timestamp(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         try:
-            return as_utc(datetime.fromisoformat(value))  # a time without an offset is UTC
+            moment = datetime.fromisoformat(value)
         except ValueError:
             self.fail(f"{value!r} is not an ISO-8601 time such as 2025-01-31T12:00:00+00:00", param, ctx)
+        try:
+            return check_timestamp("time", moment)  # a time without an offset is UTC
+        except ValidationError as exc:
+            self.fail(f"{value!r} {exc.reason}", param, ctx)
 
 
 def parse_where(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--where`` pairs as a metadata mapping: values read as JSON where they parse (NaN does not), else as text.
+
+    :raises click.BadParameter: a pair that is not key=value, or a value stored metadata could not hold.
+    """
     where: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--where")
-        try:
-            where[key] = json.loads(text)  # gpu=3 matches the number 3, ok=true the boolean
-        except ValueError:
-            where[key] = text
+        try:  # gpu=3 matches the number 3, ok=true the boolean, region=us-west the string
+            where[check_chars("key", key)] = loads(key, text, otherwise=text)
+        except ValidationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--where") from None
     return where

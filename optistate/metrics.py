@@ -25,7 +25,7 @@ import peewee
 
 from .database import is_sqlite, write_transaction
 from .errors import ValidationError
-from .fields import as_utc, check_json, check_text, finite_float, utcnow
+from .fields import check_json, check_text, check_timestamp, finite_float, utcnow
 from .models import AgentMetric
 from .reconnect import guarded
 
@@ -60,6 +60,7 @@ COLUMNS = (
 )
 # What COPY's text format needs escaped in a column value.
 COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+POINT_KEYS = ("name", "value", "unit", "metric_type", "metadata", "timestamp")
 _SQLITE_BATCH = 32_000 // len(COLUMNS)  # stay under SQLite's bound-variable limit
 MAX_BUFFER = 100_000
 """Points an agent buffers at most while flushes fail; past it the oldest are dropped."""
@@ -87,30 +88,33 @@ def new_id() -> str:
 
 
 def _point(
-    name: Any,
-    value: Any,
+    name: Any = None,
+    value: Any = None,
     unit: Any = None,
     metric_type: Any = "gauge",
     metadata: Mapping[str, Any] | None = None,
     timestamp: datetime | None = None,
+    **unknown: Any,
 ) -> tuple[str, float, str | None, str, str, datetime]:
-    """One validated point, as (name, value, unit, type, metadata JSON text, UTC time)."""
-    check_text("metric_name", name, 255)
+    """One point checked by every rule the database would apply, as (name, value, unit, type, metadata JSON, UTC time).
+
+    What passes here is stored by any flush on either backend, unless the agent is deleted meanwhile.
+    """
+    if unknown:
+        keys = ", ".join(sorted(map(str, unknown)))
+        raise ValidationError("point", dict(unknown), f"has unknown keys ({keys}); a point has {', '.join(POINT_KEYS)}")
+    fields = AgentMetric._meta.fields
+    check_text("metric_name", name, fields["metric_name"].max_length)
     number = finite_float("metric_value", value)
-    if unit is not None and not isinstance(unit, str):
-        raise ValidationError("metric_unit", unit, "must be a string or None")
+    if unit is not None:
+        check_text("metric_unit", unit, fields["metric_unit"].max_length, required=False)
     mtype = AgentMetric.metric_type.db_value(metric_type)  # refuses an unknown type, naming it
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, Mapping):
         raise ValidationError("metadata", metadata, "must be a JSON object (a mapping)")
     text = check_json("metadata", dict(metadata))
-    if timestamp is None:
-        when = utcnow()
-    elif isinstance(timestamp, datetime):
-        when = as_utc(timestamp)
-    else:
-        raise ValidationError("collection_timestamp", timestamp, "must be a datetime")
+    when = utcnow() if timestamp is None else check_timestamp("collection_timestamp", timestamp)
     return name, number, unit, mtype, text, when
 
 

@@ -29,15 +29,19 @@ import peewee
 from .encryption import Keyring, sealed_key_id
 from .errors import MASK, IntegrityError, ValidationError, keeps_secrets
 from .fields import (
+    MAX_JSON_DEPTH,
     ChoiceField,
     FiniteFloatField,
+    IntegerField,
     JSONField,
     SemverField,
     StringField,
+    TextField,
     TimestampField,
+    check_chars,
     check_choice,
     check_json,
-    finite_float,
+    check_number,
     utcnow,
 )
 
@@ -60,7 +64,8 @@ __all__ = [
 class ConfigType(str, enum.Enum):
     """How an ``agent_configs.config_value`` string is parsed.
 
-    ``number`` keeps whole numbers as ``int`` and the rest as ``float``.
+    ``number`` keeps whole numbers as ``int``, every digit exact, and the rest
+    as ``float``. Numbers of either type lie within a double's range (±1.8e308).
     """
 
     STRING = "string"
@@ -104,14 +109,19 @@ def parse_config_value(config_type: str, text: str, *, key: str = "config_value"
         if ctype is ConfigType.FLOAT:
             return float(text)
         if ctype is ConfigType.NUMBER:
-            number = float(text)
-            return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+            try:
+                return int(text)  # a whole number stays exact: float("12345678901234567890") would not
+            except ValueError:
+                return float(text)
         if ctype is ConfigType.BOOLEAN:
             lowered = text.strip().lower()
             if lowered in _TRUE or lowered in _FALSE:
                 return lowered in _TRUE
             raise ValueError("not a boolean")
         return json.loads(text)
+    except RecursionError:
+        reason = f"is nested deeper than {MAX_JSON_DEPTH} levels"
+        raise ValidationError(key, text, reason, sensitive=sensitive) from None
     except (TypeError, ValueError):
         raise ValidationError(key, text, f"does not parse as {ctype.value}", sensitive=sensitive) from None
 
@@ -127,10 +137,10 @@ def format_config_value(config_type: str, value: Any, *, key: str = "config_valu
     if ctype is ConfigType.STRING:
         if not isinstance(value, str):
             raise ValidationError(key, value, "must be a string", sensitive=sensitive)
-        return value
+        return check_chars(key, value, sensitive=sensitive)
     if ctype is ConfigType.JSON:
         if isinstance(value, str):
-            parse_config_value(ctype, value, key=key, sensitive=sensitive)
+            check_json(key, parse_config_value(ctype, value, key=key, sensitive=sensitive), sensitive=sensitive)
             return value
         return check_json(key, value, sensitive=sensitive)
     if isinstance(value, str):
@@ -141,14 +151,14 @@ def format_config_value(config_type: str, value: Any, *, key: str = "config_valu
         return "true" if value else "false"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(key, value, f"must be {ctype.value}", sensitive=sensitive)
+    number = check_number(key, value, sensitive=sensitive)
     if ctype is ConfigType.INTEGER:
-        if isinstance(value, float) and not value.is_integer():
+        if isinstance(number, float) and not number.is_integer():
             raise ValidationError(key, value, "must be a whole number", sensitive=sensitive)
-        return str(int(value))
-    number = finite_float(key, value)
-    if ctype is ConfigType.NUMBER and isinstance(value, int):
-        return str(value)
-    return repr(number)
+        return str(int(number))
+    if ctype is ConfigType.NUMBER and isinstance(number, int):
+        return str(number)
+    return repr(float(number))
 
 
 class BaseModel(peewee.Model):
@@ -227,9 +237,9 @@ class AgentConfig(Timestamped):
 
     agent = peewee.ForeignKeyField(Agent, backref="configs", on_delete="CASCADE")
     config_key = StringField(max_length=255)
-    config_value = peewee.TextField()
+    config_value = TextField(masked=True)
     config_type = ChoiceField(ConfigType, default=ConfigType.STRING.value)
-    description = peewee.TextField(null=True)
+    description = TextField(null=True)
     is_sensitive = peewee.BooleanField(default=False)
 
     keyring = Keyring()  # not a column: the keys that open and encrypt values (see bound_models)
@@ -286,13 +296,13 @@ class AgentState(Timestamped):
     agent = peewee.ForeignKeyField(Agent, backref="_states", on_delete="CASCADE", unique=True)
     status = ChoiceField(AgentStatus, default=AgentStatus.IDLE.value)
     current_workflow = StringField(max_length=255, null=True)
-    workflow_data = JSONField(default=dict)
-    resource_locks = JSONField(default=list)
-    error_count = peewee.IntegerField(default=0)
-    last_error = JSONField(null=True)
+    workflow_data = JSONField(shape=dict, default=dict)
+    resource_locks = JSONField(shape=list, item=str, default=list)
+    error_count = IntegerField(default=0)
+    last_error = JSONField(shape=dict, null=True)
     last_heartbeat = TimestampField(default=utcnow)
-    resource_usage = JSONField(default=dict)
-    metadata = JSONField(default=dict)
+    resource_usage = JSONField(shape=dict, default=dict)
+    metadata = JSONField(shape=dict, default=dict)
 
     class Meta:
         table_name = "agent_states"
@@ -310,8 +320,8 @@ class AgentCapability(Timestamped):
     agent = peewee.ForeignKeyField(Agent, backref="capabilities", on_delete="CASCADE")
     capability_name = StringField(max_length=255)
     capability_version = SemverField(default="1.0.0")
-    description = peewee.TextField(null=True)
-    parameters = JSONField(default=dict)
+    description = TextField(null=True)
+    parameters = JSONField(shape=dict, default=dict)
     is_enabled = peewee.BooleanField(default=True)
 
     class Meta:
@@ -330,7 +340,7 @@ class AgentMetric(BaseModel):
     metric_value = FiniteFloatField()
     metric_unit = StringField(max_length=64, null=True)
     metric_type = ChoiceField(MetricType, default=MetricType.GAUGE.value)
-    metadata = JSONField(default=dict)
+    metadata = JSONField(shape=dict, default=dict)
     collection_timestamp = TimestampField(default=utcnow)
 
     class Meta:

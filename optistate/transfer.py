@@ -12,14 +12,16 @@ SQLite imports into PostgreSQL (and back) with every row equal.
 Config values travel as stored: in clear, except sensitive values encrypted at
 rest, which stay ciphertext unless ``decrypt`` (an import keeps what it reads).
 The file is created
-owner-only (0o600). An import is one transaction and validates every value
-as the SDK does (field checks, config types, plugins' ``validate_config``);
-any bad line rolls the whole import back and the error names that line.
+owner-only (0o600), beside its target, which it replaces only when complete.
+An import is one transaction and validates every value as the SDK does (the
+fields' checks, config types and ranges, plugins' ``validate_config``); any
+bad line rolls the whole import back and the error names that line.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -31,8 +33,8 @@ from . import __version__
 from .database import is_sqlite, write_transaction
 from .encryption import sealed_key_id
 from .errors import OptistateError, TransferError, ValidationError, one_line
-from .fields import TimestampField, dumps, utcnow
-from .models import parse_config_value
+from .fields import MAX_JSON_DEPTH, TimestampField, dumps, utcnow
+from .models import format_config_value, parse_config_value
 from .store import Store
 
 __all__ = [
@@ -83,31 +85,56 @@ def row_count(store: Store) -> int:
 def export_file(
     store: Store, path: str, *, progress: Progress = _nothing, decrypt: bool = False
 ) -> dict[str, int]:
-    """Write every row to ``path`` (created or truncated, mode 0o600); return the rows per table.
+    """Write every row to ``path`` (mode 0o600); return the rows per table.
 
     A sensitive value stored encrypted is written as stored, ciphertext,
     unless ``decrypt`` (which raises :class:`SecretKeyError` for a value no
-    key of the store opens).
+    key of the store opens; nothing is written then).
 
-    The rows are read in one transaction, so the file is one consistent snapshot.
+    The rows are read in one transaction, so the file is one consistent
+    snapshot. They are written to a new file beside ``path`` that replaces it
+    only when complete: a failed export leaves ``path`` as it was. (A FIFO or
+    device, such as ``/dev/stdout``, is written in place.)
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "wb") as out:
+            return _export(store, out, progress, decrypt)
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)  # created 0o600
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(exc.errno, exc.strerror, path) from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            counts = _export(store, out, progress, decrypt)
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+    return counts
+
+
+def _export(store: Store, out: IO[bytes], progress: Progress, decrypt: bool) -> dict[str, int]:
     tables = _tables(store)
     counts = dict.fromkeys(tables, 0)
-    with os.fdopen(fd, "w", encoding="utf-8") as out, store.database.atomic():
+    with store.database.atomic():
         if not is_sqlite(store.database):
             store.database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         header = {"format": FORMAT, "version": VERSION, "tables": list(tables),
                   "exported_at": utcnow().isoformat(timespec="microseconds"), "optistate": __version__}
-        out.write(dumps(header) + "\n")
+        out.write(dumps(header).encode() + b"\n")
         for table, model in tables.items():
             fields = model._meta.sorted_fields
             for values in model.select(*fields).order_by(model.id).tuples().iterator():
                 row = {f.column_name: _encode(f, v) for f, v in zip(fields, values, strict=True)}
                 if decrypt and table == "agent_configs" and row["is_sensitive"]:
                     row["config_value"] = store.keyring.open(row["config_value"], key=row["config_key"])
-                out.write(json.dumps({"table": table, "row": row}, ensure_ascii=False, allow_nan=False) + "\n")
+                item = {"table": table, "row": row}
+                try:
+                    line = json.dumps(item, ensure_ascii=False, allow_nan=False).encode()
+                except UnicodeEncodeError:  # a lone surrogate an older optistate stored: kept, as a JSON escape
+                    line = json.dumps(item, allow_nan=False).encode()
+                out.write(line + b"\n")
                 counts[table] += 1
                 progress(1)
     return counts
@@ -170,7 +197,7 @@ class _Importer:
     def header(self, text: str) -> None:
         try:
             header = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             header = None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise self.fail(1, f'not an optistate export: the first line must be {{"format": "{FORMAT}", ...}}')
@@ -184,6 +211,8 @@ class _Importer:
             item = json.loads(text)
         except ValueError as exc:
             raise self.fail(number, f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise self.fail(number, f"JSON nested far deeper than a column may be ({MAX_JSON_DEPTH} levels)") from None
         if not isinstance(item, dict) or set(item) != {"table", "row"} or not isinstance(item["row"], dict):
             raise self.fail(number, 'expected {"table": ..., "row": {...}}')
         table, data = item["table"], item["row"]
@@ -223,14 +252,11 @@ class _Importer:
                 raise refuse("must be an ISO-8601 timestamp") from None
         elif isinstance(field, peewee.BooleanField) and not isinstance(value, bool):
             raise refuse("must be true or false")
-        elif isinstance(field, peewee.IntegerField) and (isinstance(value, bool) or not isinstance(value, int)):
-            raise refuse("must be an integer")
-        elif isinstance(field, (peewee.CharField, peewee.TextField)):
-            if not isinstance(value, str):
-                raise refuse("must be a string")
-            if isinstance(field, peewee.CharField) and len(value) > field.max_length:
-                raise refuse(f"is longer than {field.max_length} characters")
-        field.db_value(value)  # the field's own checks: choices, semver, finite floats, strict JSON
+        elif isinstance(field, (peewee.CharField, peewee.TextField)) and not isinstance(value, str):
+            raise refuse("must be a string")
+        # The field's own checks, as for the SDK's writes: lengths, characters, choices, semver, number and
+        # integer ranges, the time range, and JSON's shape, depth and contents.
+        field.db_value(value)
         return value
 
     def check(self, model: Any, row: dict[peewee.Field, Any]) -> None:
@@ -252,6 +278,7 @@ class _Importer:
                     return  # encrypted with a key this store lacks: imported as it is, unchecked
                 text = self.store.keyring.open(text, key=key)
             value = parse_config_value(config_type, text, key=key, sensitive=sensitive)
+            format_config_value(config_type, value, key=key, sensitive=sensitive)  # config.set's rules for the value
             self.store.plugins.check_config(self.agent_types[agent], key, value, sensitive=sensitive)
 
     def flush(self, table: str) -> None:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import optistate
 from optistate import cli_support, demo, transfer
 from optistate.cli import cli, main
+from optistate.fields import MAX_JSON_DEPTH
 
 
 def run(url, *args):
@@ -125,6 +126,14 @@ def _break(found, table, key, value, where=None):
     return [*found[:index], json.dumps(item), *found[index + 1:]], index + 1
 
 
+def _nested(depth):
+    """A JSON object ``depth`` levels deep."""
+    value = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return {"d": value}
+
+
 # Rows follow in id order, which is random: each case names a row that every match of ``where`` refuses alike.
 BAD_ROWS = [
     ("agents", "status", "asleep", None, "status='asleep': must be one of"),
@@ -134,6 +143,20 @@ BAD_ROWS = [
     ("agent_capabilities", "capability_version", "two", None, "must be a semantic version"),
     ("agent_metrics", "metric_value", "NaN", None, "must be a number"),
     ("agent_metrics", "agent_id", "00000000-0000-4000-8000-000000000000", None, "names no agent earlier in the file"),
+    # Issue 8, items 7 to 9: the SDK's rules, on both backends.
+    ("agent_metrics", "metadata", [1, 2], None, "metadata=[1, 2]: must be a JSON object"),
+    ("agent_metrics", "metadata", _nested(MAX_JSON_DEPTH + 1), None, "metadata=<dict nested too deep to show>"),
+    ("agent_metrics", "collection_timestamp", "0001-01-01T00:00:00+14:00", None, "is outside 0001-01-02 to 9999-12-30"),
+    ("agent_states", "workflow_data", [1], None, "workflow_data=[1]: must be a JSON object"),
+    ("agent_states", "resource_locks", {"billing": 1}, None, "resource_locks={'billing': 1}: must be a JSON array"),
+    ("agent_states", "resource_locks", [1], None, "resource_locks=[1]: must be a list of str"),
+    ("agent_states", "error_count", 2**40, None, "error_count=1099511627776: is out of range"),
+    ("agent_states", "last_error", "boom", None, "last_error='boom': must be a JSON object"),
+    ("agent_states", "last_heartbeat", "9999-12-31T23:00:00-14:00", None, "is outside 0001-01-02 to 9999-12-30"),
+    ("agents", "name", "Cost\x00", None, "name='Cost\\x00': holds a NUL character"),
+    ("agent_configs", "config_key", "key\ud800", None, "config_key='key\\ud800': holds a lone surrogate"),
+    ("agent_configs", "description", "d\x00", None, "description='d\\x00': holds a NUL"),
+    ("agent_configs", "config_value", "1" + "0" * 400, {"config_type": "number"}, "is out of range"),
 ]
 
 
@@ -273,3 +296,51 @@ def test_a_large_transfer_shows_a_progress_bar_on_a_terminal_only(sqlite_url, tm
     shown = b"".join(chunks).decode()
     assert "exporting" in shown and "importing" in shown and "100%" in shown
     assert capsys.readouterr().out.count("\n") == 2  # the two summary lines; no bar on stdout
+
+
+def test_json_nested_past_any_column_names_its_line(db_url, exported, tmp_path):
+    found, number = _break(exported, "agent_metrics", "metadata", "DEEP")
+    found[number - 1] = found[number - 1].replace('"DEEP"', "[" * 3000 + "]" * 3000)
+    path = tmp_path / "deep.jsonl"
+    path.write_text("\n".join(found), encoding="utf-8")
+    result = run(db_url, "import", str(path))
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"line {number}: JSON nested far deeper than a column may be" in result.stderr
+    assert set(counts(db_url).values()) == {0}
+
+
+def test_a_lone_surrogate_an_older_sqlite_holds_is_exported_and_refused_on_import(db_url, tmp_path):
+    """Export writes what is stored (the JSON escape), the import names the line, and nothing crashes."""
+    source = f"sqlite:///{tmp_path / 'old.db'}"
+    with optistate.connect(source) as store:
+        store.start_agent("cost", "Old").begin_workflow("w", data={"note": "ok"})
+        store.database.execute_sql("""UPDATE agent_states SET workflow_data = '{"note":"\\ud800"}'""")
+    path = tmp_path / "old.jsonl"
+
+    result = run(source, "export", str(path))
+    assert result.exit_code == 0, result.output
+    assert '"workflow_data": {"note": "\\ud800"}' in path.read_text(encoding="utf-8")
+
+    result = run(db_url, "import", str(path))
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "agent_states: workflow_data['note']='\\ud800': holds a lone surrogate (U+D800)" in result.stderr
+    assert set(counts(db_url).values()) == {0}
+
+
+def test_a_failed_export_leaves_the_target_as_it_was(tmp_path):
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    fill(source)
+    with optistate.connect(source) as store:
+        store.database.execute_sql(
+            "UPDATE agent_metrics SET collection_timestamp = 'yesterday' WHERE id = (SELECT MAX(id) FROM agent_metrics)"
+        )
+    target = tmp_path / "agents.jsonl"
+    target.write_text("the previous export\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    result = run(source, "export", str(target))
+
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "collection_timestamp='yesterday': is not a time as optistate stores one" in result.stderr
+    assert target.read_text() == "the previous export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no partial file left beside it
