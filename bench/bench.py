@@ -106,7 +106,7 @@ def bench_heartbeat(store: optistate.Store, raw: Any, repeat: int) -> None:
     report(
         "heartbeat()",
         *compare(agent.heartbeat, lambda: cursor.execute(sql, params), repeat * 4),
-        note=f"({len(statements)} statement; target ≤ 1.30x)",
+        note=f"({len(statements)} statement; target ≤ 1.20x)",
     )
     raw.autocommit = False
 

@@ -325,7 +325,7 @@ class AgentHandle:
         return min(self.ttl, self.holder.shortest_ttl() or self.ttl) / 3
 
     def stop(self) -> None:
-        """End :meth:`keep_alive`, flush buffered metrics, release the agent's leases, mark it offline, tell the plugins.
+        """End :meth:`keep_alive`, flush metrics, release the agent's leases, mark it offline, tell the plugins.
 
         ``agents.status`` becomes ``offline``; the state row goes back to
         ``idle`` with no workflow, data or locks (``offline`` is a registration

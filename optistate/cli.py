@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from . import __version__, demo, scaffold, schema, transfer
-from .cli_secrets import secrets
 from .cli_coordination import locks, reap
+from .cli_secrets import secrets
 from .cli_settings import capabilities, config
 from .cli_support import (
     RootGroup,

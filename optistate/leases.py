@@ -131,7 +131,8 @@ class Holder:
             "INSERT INTO agent_leases (resource, holder_id, token, ttl_seconds, acquired_at, expires_at) "
             f"VALUES ({c.mark}, {c.mark}, 1, {c.mark}, {c.now}, {c.after(c.mark)}) "
             f"ON CONFLICT (resource) DO UPDATE SET holder_id = excluded.holder_id, token = agent_leases.token + 1, "
-            f"ttl_seconds = excluded.ttl_seconds, acquired_at = {c.now}, expires_at = {c.after('excluded.ttl_seconds')} "
+            f"ttl_seconds = excluded.ttl_seconds, acquired_at = {c.now}, "
+            f"expires_at = {c.after('excluded.ttl_seconds')} "
             f"WHERE agent_leases.holder_id IS NULL OR agent_leases.expires_at <= {c.now} "
             "RETURNING token, acquired_at, expires_at"
         )  # the SET and WHERE times are read after the row lock is granted, so a hold starts after the last ended

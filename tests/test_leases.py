@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
 import signal
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -40,9 +42,10 @@ def test_processes_competing_for_one_resource_never_overlap_and_tokens_increase(
         pass  # migrated once, before the race
     outcomes = run_together(_hold_repeatedly, (db_url, ACQUISITIONS), PROCESSES)
     assert [kind for kind, _ in outcomes] == ["ok"] * PROCESSES, outcomes
-    holds = sorted((start, end, token) for _, rows in outcomes for token, start, end in rows)
+    holds = sorted((datetime.fromisoformat(start), datetime.fromisoformat(end), token)
+                   for _, rows in outcomes for token, start, end in rows)
     assert len(holds) == PROCESSES * ACQUISITIONS
-    overlaps = [(a, b) for a, b in zip(holds, holds[1:]) if b[0] < a[1]]  # the next starts before the last ended
+    overlaps = [(a, b) for a, b in itertools.pairwise(holds) if b[0] < a[1]]  # the next starts before the last ended
     assert overlaps == []
     tokens = [token for _, _, token in holds]
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), "tokens strictly increase with time"
@@ -70,13 +73,13 @@ def test_a_holder_killed_with_sigkill_keeps_the_lease_until_its_ttl_then_it_is_f
     assert victim.exitcode == -signal.SIGKILL
     with optistate.connect(db_url) as store:
         survivor = store.start_agent("cost", name="survivor")
-        with pytest.raises(LockHeld, match="gpu_pool.*'victim'") as held:
+        with pytest.raises(LockHeld, match=r"gpu_pool.*'victim'") as held:
             survivor.lock(RESOURCE)
         assert (held.value.resource, held.value.holder) == (RESOURCE, "victim")
         assert [(lock.holder, lock.token) for lock in store.locks()] == [("victim", token)]
         lease = survivor.lock(RESOURCE, wait=ttl + 10)
         assert lease.acquired_at >= held.value.expires_at  # not before the TTL passed, by the database's clock
-        assert lease.acquired_at.isoformat() >= expires
+        assert lease.acquired_at >= datetime.fromisoformat(expires)
         assert lease.token == token + 1
         assert [(lock.holder, lock.token) for lock in store.locks()] == [("survivor", token + 1)]
 
@@ -149,7 +152,8 @@ def test_workflow_locks_are_all_or_nothing_and_mirrored(store):
         assert sorted((lock.resource, lock.holder) for lock in store.locks()) == [
             ("gpu_pool", "a"), ("k8s_cluster", "a")]
         with pytest.raises(LockHeld, match="k8s_cluster"):
-            with b.workflow("other", locks=["k8s_cluster", "billing_data"]):  # billing_data sorts first: taken, then given back
+            # billing_data sorts first: it is taken, then given back when k8s_cluster is refused
+            with b.workflow("other", locks=["k8s_cluster", "billing_data"]):
                 pytest.fail("ran without its locks")
         assert b.state().current_workflow is None
         assert {lock.holder for lock in store.locks()} == {"a"}
@@ -187,7 +191,8 @@ def test_concurrent_reapers_reap_each_stale_agent_once(db_url):
 
 
 def test_keep_alive_keeps_an_agent_and_its_leases_past_the_ttl_and_stop_ends_it(store):
-    kept, left = store.start_agent("cost", name="kept", ttl=1), store.start_agent("cost", name="left", ttl=1)
+    kept = store.start_agent("cost", name="kept", ttl=1)
+    store.start_agent("cost", name="left", ttl=1)  # no keep_alive: stale after its second
     lease = kept.lock("gpu_pool", ttl=1)
     kept.keep_alive()
     time.sleep(2.5)
