@@ -287,7 +287,7 @@ class AgentHandle:
         self.buffer.add(name, value, unit, metric_type, metadata, timestamp)
 
     def record_metrics(self, points: Iterable[Mapping[str, Any]]) -> None:
-        """Buffer many points, each a mapping of :meth:`record_metric`'s parameters; a bad one raises and buffers none."""
+        """Buffer many points, each a mapping of :meth:`record_metric`'s parameters; one bad point buffers none."""
         self.buffer.extend(points)
 
     def flush(self) -> int:

@@ -19,7 +19,9 @@ call fails for good. :class:`PostgresDatabase` and :class:`PooledPostgresDatabas
 from __future__ import annotations
 
 import contextlib
+import os
 import select
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -38,21 +40,30 @@ _LOST = (peewee.OperationalError, peewee.InterfaceError, psycopg2.OperationalErr
 
 
 def closed_by_server(conn: Any) -> bool:
-    """Whether the server has closed this idle psycopg2 connection, found without a round trip."""
+    """Whether the server has closed this idle psycopg2 connection, found without a round trip.
+
+    An idle connection has nothing to read unless the server sent something.
+    A notification (``A``) or a changed setting (``S``) is left to the driver;
+    end-of-file, or anything else (the ``FATAL`` of a shutdown, the warning
+    before a crash-stop), means the session is over.
+    """
     if conn.closed:
         return True
     try:
+        fd = conn.fileno()
         if hasattr(select, "poll"):  # no FD_SETSIZE limit, unlike select()
             poller = select.poll()
-            poller.register(conn.fileno(), select.POLLIN)
+            poller.register(fd, select.POLLIN)
             readable = bool(poller.poll(0))
         else:
-            readable = bool(select.select([conn], [], [], 0)[0])
-        if readable:
-            conn.poll()  # a NOTIFY is read and kept; a termination notice or end-of-file raises
+            readable = bool(select.select([fd], [], [], 0)[0])
+        if not readable:
+            return False
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            first = sock.recv(1, socket.MSG_PEEK)
     except (OSError, ValueError, psycopg2.Error):
         return True
-    return bool(conn.closed)
+    return first not in (b"A", b"S")
 
 
 class _Reconnecting:
@@ -89,8 +100,8 @@ class _Reconnecting:
 
     def rollback(self) -> None:
         conn = self._state.conn
-        if conn is not None and conn.closed:  # the server rolled back when the connection went
-            if not self.in_transaction():  # type: ignore[attr-defined]
+        if conn is None or conn.closed:  # lost (and maybe forgotten): the server rolled back when it went
+            if conn is not None and not self.in_transaction():  # type: ignore[attr-defined]
                 self._forget()
             return
         with self.guarded():

@@ -46,13 +46,15 @@ def _free_port() -> int:
 class PostgresServer:
     """A throwaway server of one's own, in a temporary directory, that a test may stop and start.
 
-    :attr:`url` names its ``postgres`` database and stays the same across restarts (same port).
+    :attr:`url` names its ``postgres`` database and stays the same across restarts (same port);
+    :attr:`running` says whether it is up.
     """
 
     def __init__(self, bindir: str, workdir: str, prefix: list[str]):
         self.bindir, self.workdir, self.prefix = bindir, workdir, prefix
         self.datadir, self.port = os.path.join(workdir, "data"), _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.running = False
 
     def _run(self, *args: str) -> None:
         done = subprocess.run([*self.prefix, f"{self.bindir}/{args[0]}", *args[1:]], capture_output=True, text=True)
@@ -67,10 +69,12 @@ class PostgresServer:
         """Start the server and wait until it accepts connections."""
         options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         self._run("pg_ctl", "-D", self.datadir, "-o", options, "-l", os.path.join(self.workdir, "log"), "-w", "start")
+        self.running = True
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` ends every session, ``immediate`` is a crash (recovery at the next start)."""
         self._run("pg_ctl", "-D", self.datadir, "-m", mode, "-w", "stop")
+        self.running = False
 
     def restart(self, mode: str = "fast") -> None:
         """:meth:`stop` then :meth:`start`: every existing connection is gone."""
@@ -101,7 +105,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         try:
             yield server
         finally:
-            with contextlib.suppress(PostgresUnavailable):  # already stopped by the test
+            if server.running:
                 server.stop("immediate")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
