@@ -349,10 +349,10 @@ MIGRATIONS = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults"
 def test_migrate_status_apply_and_down(db_url):
     status = json.loads(ok(db_url, "migrate", "--status", "--json"))
     assert status == [{"name": name, "applied": False} for name in MIGRATIONS]
-    assert "0001_agents              pending" in ok(db_url, "migrate", "--status")  # --status applied nothing
+    assert "0001_agents               pending" in ok(db_url, "migrate", "--status")  # --status applied nothing
     assert ok(db_url, "migrate") == f"applied {', '.join(MIGRATIONS)}\n"
     assert ok(db_url, "migrate") == "nothing to apply: the schema is up to date\n"
-    assert "0002_agent_state_tables  applied" in ok(db_url, "migrate", "--status")
+    assert "0002_agent_state_tables   applied" in ok(db_url, "migrate", "--status")
     assert json.loads(ok(db_url, "migrate", "--down", "0002_agent_state_tables", "--json")) == {
         "reverted": ["0004_liveness_and_leases", "0003_database_defaults", "0002_agent_state_tables"]}
     assert json.loads(ok(db_url, "migrate", "--status", "--json"))[1]["applied"] is False
