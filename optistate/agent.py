@@ -142,7 +142,7 @@ class AgentHandle:
 
     def set_resource_usage(self, usage: Mapping[str, Any]) -> None:
         """Replace ``agent_states.resource_usage``, e.g. ``{"cpu_percent": 41.5}``."""
-        self._update_state(resource_usage=dict(usage))
+        self._update_state(resource_usage=usage)  # the field refuses what is not a JSON object
 
     # -- workflows ----------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import peewee
 
 from .database import is_sqlite, write_transaction
 from .errors import LockHeld, LockLost, NotFoundError, ValidationError
-from .fields import TimestampField, check_text
+from .fields import TimestampField, check_list, check_text
 
 __all__ = ["DEFAULT_TTL", "MAX_TTL", "Clock", "Holder", "Lease", "LeaseInfo", "check_ttl", "clock", "db_now", "locks"]
 
@@ -156,11 +156,10 @@ class Holder:
 
         :raises LockHeld: for the first resource held elsewhere; those already taken are released.
         """
-        if isinstance(resources, str):
-            raise ValidationError("locks", resources, "must be a list of resource names, not one string")
+        names = check_list("locks", resources, str)
         taken: list[Lease] = []
         try:
-            for resource in sorted(set(resources)):
+            for resource in sorted(set(names)):
                 taken.append(self.acquire(resource, ttl, wait))
         except BaseException:
             for lease in reversed(taken):

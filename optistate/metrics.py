@@ -87,6 +87,12 @@ def new_id() -> str:
     return f"{h[:12]}4{h[13:16]}{'89ab'[int(h[16], 16) & 3]}{h[17:]}"
 
 
+def _mapping(point: Any) -> Mapping[str, Any]:
+    if not isinstance(point, Mapping):
+        raise ValidationError("point", point, "must be a mapping of record_metric's parameters")
+    return point
+
+
 def _point(
     name: Any = None,
     value: Any = None,
@@ -151,7 +157,7 @@ class MetricBuffer:
 
     def extend(self, points: Iterable[Mapping[str, Any]]) -> None:
         """Validate every point first, then buffer them all; one bad point buffers none. Flushes as :meth:`add`."""
-        self._buffer(*[(new_id(), *_point(**point)) for point in points])
+        self._buffer(*[(new_id(), *_point(**_mapping(point))) for point in points])
 
     def _buffer(self, *rows: Row) -> None:
         self.pending.extend(rows)

@@ -232,3 +232,17 @@ class TestTimes:
         agent.database.execute_sql("UPDATE agent_metrics SET collection_timestamp = 'yesterday'")
         with pytest.raises(ValidationError, match="collection_timestamp='yesterday': is not a time"):
             agent.metrics("odd")
+
+
+@pytest.mark.parametrize(
+    ("write", "field"),
+    [
+        (lambda a: a.set_resource_usage([1]), "resource_usage"),
+        (lambda a: a.record_metrics([5]), "point"),
+        (lambda a: a.workflow("w", locks="gpu").__enter__(), "locks"),
+    ],
+)
+def test_wrong_shapes_are_validation_errors(store, write, field):
+    agent = store.start_agent("cost")
+    with pytest.raises(ValidationError, match=f"^{field}="):
+        write(agent)
