@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+import optistate
 from optistate.errors import ValidationError
 from optistate.fields import EARLIEST, FLOAT_MAX, LATEST, MAX_JSON_DEPTH
 
@@ -216,17 +217,21 @@ class TestTimes:
             agent.database.execute_sql(f"SET TIME ZONE '{zone}'")
         assert [m.collection_timestamp for m in agent.metrics("edge")] == [EARLIEST, LATEST]
 
-    def test_unpadded_years_stored_by_earlier_versions_read_back(self, agent, backend):
-        if backend != "sqlite":
-            pytest.skip("only SQLite stored times as text")
+    @pytest.fixture
+    def sqlite_agent(self, sqlite_url):
+        """SQLite only: its times are text, which earlier versions or other writers may have left odd."""
+        with optistate.connect(sqlite_url) as store:
+            yield store.start_agent("cost", "Rules")
+
+    def test_unpadded_years_stored_by_earlier_versions_read_back(self, sqlite_agent):
+        agent = sqlite_agent
         agent.record_metric("old", 1)
         agent.flush()
         agent.database.execute_sql("UPDATE agent_metrics SET collection_timestamp = '999-01-01 00:00:00.000000+00:00'")
         assert [m.collection_timestamp for m in agent.metrics("old")] == [datetime(999, 1, 1, tzinfo=UTC)]
 
-    def test_a_time_no_version_stores_is_a_validation_error_on_read(self, agent, backend):
-        if backend != "sqlite":
-            pytest.skip("PostgreSQL's column holds only times")
+    def test_a_time_no_version_stores_is_a_validation_error_on_read(self, sqlite_agent):
+        agent = sqlite_agent
         agent.record_metric("odd", 1)
         agent.flush()
         agent.database.execute_sql("UPDATE agent_metrics SET collection_timestamp = 'yesterday'")
