@@ -96,9 +96,10 @@ class NotFoundError(OptistateError, LookupError):
         super().__init__(f"{kind} {key!r} not found" + (f"; {hint}" if hint else ""))
 
     @classmethod
-    def deleted_agent(cls, name: str) -> NotFoundError:
+    def deleted_agent(cls, name: str, consequence: str = "") -> NotFoundError:
         """For a write through a handle whose agent's row is gone (``import --replace``, ``demo --reset``)."""
-        return cls("agent", name, "it was deleted, perhaps by another process")
+        hint = "it was deleted, perhaps by another process"
+        return cls("agent", name, f"{hint}; {consequence}" if consequence else hint)
 
 
 class UnknownAgentType(NotFoundError):

@@ -24,7 +24,7 @@ from typing import Any
 import peewee
 
 from .database import is_sqlite, write_transaction
-from .errors import ValidationError
+from .errors import IntegrityError, NotFoundError, ValidationError
 from .fields import check_json, check_text, check_timestamp, finite_float, utcnow
 from .models import AgentMetric
 from .reconnect import guarded
@@ -68,6 +68,7 @@ Row = tuple[str, str, float, str | None, str, str, datetime]
 """A buffered point: (id, name, value, unit, type, metadata JSON text, UTC time)."""
 
 log = logging.getLogger("optistate")
+_DRIVER_ERRORS_AS_PEEWEE = peewee.__exception_wrapper__  # type: ignore[attr-defined]
 _unwritten: set[MetricBuffer] = set()  # buffers holding points, kept alive until written
 
 
@@ -208,10 +209,17 @@ class MetricBuffer:
             return 0
         try:
             stored = self._insert(rows) if is_sqlite(self.database) else self._copy(rows)
+        except peewee.IntegrityError as exc:
+            if self._agent_exists():  # not the agent's foreign key: keep the points, as for any failure
+                self._keep(rows)
+                raise IntegrityError.from_driver(exc) from None
+            self.dropped += len(rows)  # no flush can ever store them: they must not block the buffer
+            if not self.pending:
+                _unwritten.discard(self)
+            consequence = f"its {len(rows)} buffered metric points were dropped"
+            raise NotFoundError.deleted_agent(str(self.agent_id), consequence) from None
         except BaseException:
-            rows.extend(self.pending)  # points recorded meanwhile (another thread) stay after these
-            self.pending = rows
-            self._bound()
+            self._keep(rows)
             raise
         if self._failing or self._dropping:
             log.info("agent %s: metrics flushed again (%d dropped so far)", self.agent_id, self.dropped)
@@ -220,6 +228,15 @@ class MetricBuffer:
         if not self.pending:
             _unwritten.discard(self)
         return stored
+
+    def _keep(self, rows: deque[Row]) -> None:
+        rows.extend(self.pending)  # points recorded meanwhile (another thread) stay after these
+        self.pending = rows
+        self._bound()
+
+    def _agent_exists(self) -> bool:
+        agent = self.model.agent.rel_model
+        return bool(agent.select().where(agent.id == self.agent_id).exists())
 
     def _copy(self, rows: Iterable[Row]) -> int:
         """COPY into a temporary table, then insert the ids not stored yet: COPY's speed, exactly once."""
@@ -234,7 +251,8 @@ class MetricBuffer:
             )
         out.seek(0)
         table, columns = self.model._meta.table_name, ", ".join(COLUMNS)
-        with write_transaction(self.database), guarded(self.database):
+        # peewee's wrapper makes the driver's errors peewee's, as its own execute_sql does
+        with write_transaction(self.database), guarded(self.database), _DRIVER_ERRORS_AS_PEEWEE:
             cursor = self.database.cursor()
             cursor.execute(f"CREATE TEMPORARY TABLE optistate_metrics_in (LIKE {table}) ON COMMIT DROP")
             cursor.copy_expert(f"COPY optistate_metrics_in ({columns}) FROM STDIN", out)

@@ -536,3 +536,17 @@ def test_interpreter_exit_flushes_buffered_metrics(db_url, tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=tmp_path)
     with optistate.connect(db_url) as store:
         assert [m.metric_value for m in store.agent("exiting").metrics("left_in_buffer")] == [42.0]
+
+
+def test_points_of_an_agent_deleted_before_the_flush_are_dropped_and_never_block(store):
+    keep, gone = store.start_agent("cost", "Keep"), store.start_agent("cost", "Gone")
+    keep.record_metric("m", 1.0)
+    gone.record_metrics({"name": "m", "value": float(i)} for i in range(100))
+    store.models.Agent.delete().where(store.models.Agent.id == gone.id).execute()
+    with pytest.raises(NotFoundError, match="deleted, perhaps by another process; its 100 buffered metric points"):
+        gone.flush()
+    assert gone.flush() == 0 and gone.dropped_metrics == 100
+    assert keep.flush() == 1
+    gone.record_metric("m", 2.0)
+    with pytest.raises(NotFoundError, match="its 1 buffered metric points were dropped"):
+        gone.flush()
