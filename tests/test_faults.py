@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -374,9 +375,11 @@ _CHILD = textwrap.dedent(
 
 
 def _child(db_url: str, how: str) -> subprocess.Popen:
+    # cwd: ``-c`` puts it on sys.path, and the checkout's root would hide the installed package
     return subprocess.Popen(
-        [sys.executable, "-c", _CHILD, db_url, how], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-c", _CHILD, db_url, how],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -300,7 +300,7 @@ def test_a_large_transfer_shows_a_progress_bar_on_a_terminal_only(sqlite_url, tm
 
 def test_json_nested_past_any_column_names_its_line(db_url, exported, tmp_path):
     found, number = _break(exported, "agent_metrics", "metadata", "DEEP")
-    found[number - 1] = found[number - 1].replace('"DEEP"', "[" * 3000 + "]" * 3000)
+    found[number - 1] = found[number - 1].replace('"DEEP"', "[" * 100_000 + "]" * 100_000)
     path = tmp_path / "deep.jsonl"
     path.write_text("\n".join(found), encoding="utf-8")
     result = run(db_url, "import", str(path))
