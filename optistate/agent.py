@@ -70,8 +70,8 @@ class AgentHandle:
 
     metrics: Callable[..., list[AgentMetric]]
     """``metrics(name=None, since=None, until=None, where=None, limit=None)``: :meth:`MetricReader.points`."""
-    aggregate: Callable[..., float | int | None]
-    """``aggregate(name, func, since=None, until=None, where=None)``: :meth:`MetricReader.aggregate`."""
+    aggregate: Callable[..., Any]
+    """``aggregate(name, func, since=None, until=None, where=None, every=None)``: :meth:`MetricReader.aggregate`."""
     latest_metrics: Callable[[], list[AgentMetric]]
     """The newest point of each metric name: :meth:`MetricReader.latest`."""
 

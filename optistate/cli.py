@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 
 from . import __version__, demo, scaffold, schema, transfer
 from .cli_coordination import locks, reap
+from .cli_metrics import Duration, retain
 from .cli_secrets import secrets
 from .cli_settings import capabilities, config
 from .cli_support import (
@@ -181,12 +182,14 @@ def agent(session: Session, name: str, agent_type: str | None, as_json: bool) ->
 @click.option("--until", type=Timestamp(), help="Up to this time.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE", help="Metadata must contain this; repeatable.")
 @click.option("--agg", type=click.Choice(list(AGGREGATES)), help="Print one aggregate of --name instead of points.")
+@click.option("--every", type=Duration(), help="With --agg: one value per time bucket of this width (30s, 5m, 1h, 1d).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many points (oldest first).")
 @agent_type_option
 @json_option
 @pass_session
 def metrics(session: Session, agent_name: str, name: str | None, since: datetime | None, until: datetime | None,
-            where: Sequence[str], agg: str | None, limit: int | None, agent_type: str | None, as_json: bool) -> None:
+            where: Sequence[str], agg: str | None, every: timedelta | None, limit: int | None,
+            agent_type: str | None, as_json: bool) -> None:
     """List an agent's metric points, or aggregate one metric.
 
     Points are listed oldest first; --agg prints one number for --name.
@@ -195,8 +198,17 @@ def metrics(session: Session, agent_name: str, name: str | None, since: datetime
     """
     if agg and not name:
         raise click.UsageError("--agg needs --name")
+    if every and not agg:
+        raise click.UsageError("--every needs --agg")
     handle = session.agent(agent_name, agent_type)
     conditions = parse_where(where)
+    if agg and name and every:
+        buckets = handle.aggregate(name, agg, since, until, conditions, every=every)
+        if as_json:
+            echo_json([{"bucket_start": start.isoformat(), "value": value} for start, value in buckets])
+        else:
+            table(["BUCKET_START", f"{agg.upper()}({name})"], [[s.isoformat(), v] for s, v in buckets], "no points")
+        return
     if agg and name:
         value = handle.aggregate(name, agg, since, until, conditions)
         if as_json:
@@ -292,6 +304,7 @@ cli.add_command(reap)
 cli.add_command(locks)
 cli.add_command(capabilities)
 cli.add_command(secrets)
+cli.add_command(retain)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import os
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
@@ -27,7 +27,9 @@ from .database import is_sqlite, write_transaction
 from .errors import IntegrityError, NotFoundError, ValidationError
 from .fields import check_json, check_text, check_timestamp, finite_float, utcnow
 from .models import AgentMetric
+from .partitions import ensure_partitions
 from .reconnect import guarded
+from .timeseries import bucketed, check_every
 
 __all__ = [
     "AGGREGATES",
@@ -129,8 +131,10 @@ class MetricBuffer:
     """Points recorded by one agent and not yet stored, each with the id it will be stored under.
 
     - **Exactly once:** a point's id is drawn when it is recorded, and a flush
-      stores only the ids not stored yet (``ON CONFLICT (id) DO NOTHING``), so
-      a flush repeated after a lost acknowledgement stores nothing twice.
+      stores only the ids not stored yet (``ON CONFLICT (id) DO NOTHING``; on
+      PostgreSQL's partitioned table ``(id, collection_timestamp)``, its key,
+      as unique as the id since both are fixed at recording), so a flush
+      repeated after a lost acknowledgement stores nothing twice.
     - **Nothing lost on failure:** a flush that fails keeps every point for the next one.
     - **Bounded:** past ``max_buffer`` points the oldest are dropped, counted in
       :attr:`dropped`, and logged once until a flush succeeds again.
@@ -238,7 +242,7 @@ class MetricBuffer:
         agent = self.model.agent.rel_model
         return bool(agent.select().where(agent.id == self.agent_id).exists())
 
-    def _copy(self, rows: Iterable[Row]) -> int:
+    def _copy(self, rows: deque[Row]) -> int:
         """COPY into a temporary table, then insert the ids not stored yet: COPY's speed, exactly once."""
         agent = str(self.agent_id)
         out = io.StringIO()
@@ -250,6 +254,7 @@ class MetricBuffer:
                 f"{meta.translate(COPY_ESCAPES)}\t{when.isoformat()}\n"
             )
         out.seek(0)
+        ensure_partitions(self.database, min(row[6] for row in rows), max(row[6] for row in rows))
         table, columns = self.model._meta.table_name, ", ".join(COLUMNS)
         # peewee's wrapper makes the driver's errors peewee's, as its own execute_sql does
         with write_transaction(self.database), guarded(self.database), _DRIVER_ERRORS_AS_PEEWEE:
@@ -258,7 +263,7 @@ class MetricBuffer:
             cursor.copy_expert(f"COPY optistate_metrics_in ({columns}) FROM STDIN", out)
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) SELECT {columns} FROM optistate_metrics_in"
-                " ON CONFLICT (id) DO NOTHING"
+                " ON CONFLICT (id, collection_timestamp) DO NOTHING"  # the partitioned table's key
             )
             return int(cursor.rowcount)
 
@@ -321,14 +326,22 @@ class MetricReader:
         since: datetime | None = None,
         until: datetime | None = None,
         where: Mapping[str, Any] | None = None,
-    ) -> float | int | None:
-        """``avg``, ``min``, ``max``, ``sum`` or ``count`` of a metric's values; None when no point matches."""
+        every: timedelta | None = None,
+    ) -> float | int | list[tuple[datetime, float | int]] | None:
+        """``avg``, ``min``, ``max``, ``sum`` or ``count`` of a metric's values; None when no point matches.
+
+        With ``every``, ``[(bucket_start, value), ...]`` per time bucket of that width, oldest first, computed
+        by the database (:mod:`optistate.timeseries`: buckets counted from the Unix epoch; empty ones left out).
+        """
         model = self.model
-        try:
-            expression = AGGREGATES[func](model.metric_value)
-        except KeyError:
-            raise ValidationError("aggregate", func, f"must be one of {', '.join(AGGREGATES)}") from None
-        result = self.select(name, since, until, where).select(expression).scalar()
+        if func not in AGGREGATES:
+            raise ValidationError("aggregate", func, f"must be one of {', '.join(AGGREGATES)}")
+        query = self.select(name, since, until, where)
+        if every is not None:
+            width, sqlite = check_every(every), is_sqlite(model._meta.database)
+            stamp, value = model.collection_timestamp, model.metric_value
+            return bucketed(query, stamp, value, AGGREGATES[func], width, sqlite, func == "count")
+        result = query.select(AGGREGATES[func](model.metric_value)).scalar()
         if func == "count":
             return int(result or 0)
         return None if result is None else float(result)

@@ -18,6 +18,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -34,6 +35,8 @@ from .liveness import alive_condition, liveness, now_column, parse_stamp, stale_
 from .liveness import reap as reap_stale
 from .metrics import MAX_BUFFER, flush_all
 from .models import MODELS, Agent, AgentStatus, bound_models
+from .partitions import PERIOD, PREPARED_AHEAD, Retained, ensure_partitions
+from .partitions import retain as retain_metrics
 from .registration import Registrar
 from .registry import Registry
 from .schema import migrate as apply_migrations
@@ -68,6 +71,7 @@ def connect(
     database = open_database(url)
     if migrate:
         apply_migrations(database)
+        ensure_partitions(database, utcnow() - PERIOD, utcnow() + PREPARED_AHEAD)  # PostgreSQL's metric days
     database.bind(MODELS)
     return Store(database, plugins or Registry(), url=redact(url), max_buffer=max_buffer, keyring=keyring)
 
@@ -248,6 +252,14 @@ class Store:
         Any process may call it, at any time, alongside others: see :func:`optistate.liveness.reap`.
         """
         return reap_stale(self.database, self.models)
+
+    def retain(self, metrics: timedelta) -> Retained:
+        """Delete the metric points older than ``metrics`` before now; see :func:`optistate.partitions.retain`.
+
+        PostgreSQL drops whole day partitions that end at or before the cutoff and deletes the default
+        partition's older rows; SQLite deletes in batches. Nothing at or after the cutoff is deleted.
+        """
+        return retain_metrics(self.database, metrics)
 
     def locks(self) -> list[LeaseInfo]:
         """Every lease held now: resource, holder agent's name and id, token, acquired_at, expires_at."""

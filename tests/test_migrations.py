@@ -25,7 +25,8 @@ from optistate.schema import HISTORY_TABLE, MigrationStatus
 from optistate.testing import run_together
 
 REPO = Path(__file__).resolve().parent.parent
-ALL = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults", "0004_liveness_and_leases"]
+ALL = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults", "0004_liveness_and_leases",
+       "0005_partitioned_metrics"]
 TABLES = {"agents", "agent_configs", "agent_states", "agent_capabilities", "agent_metrics"}
 ALL_TABLES = TABLES | {"agent_leases"}  # 0004's leases are not among the defaulted tables
 PROCESSES = 4
@@ -40,8 +41,11 @@ def empty(db_url: str) -> Iterator[peewee.Database]:
     db.close()
 
 
+PARTITION = re.compile(r"agent_metrics_(p[0-9]{8}|default)")  # 0005's partitions of agent_metrics on PostgreSQL
+
+
 def tables(db: peewee.Database) -> set[str]:
-    return set(db.get_tables())
+    return {name for name in db.get_tables() if not PARTITION.fullmatch(name)}
 
 
 def trigger_function_exists(db: peewee.Database) -> bool:
@@ -68,6 +72,9 @@ class TestMigrate:
     def test_rollback_reverts_the_latest(self, empty):
         schema.migrate(empty)
 
+        assert schema.rollback(empty) == ["0005_partitioned_metrics"]
+        assert tables(empty) == ALL_TABLES | {HISTORY_TABLE}
+        assert set(empty.get_tables()) == ALL_TABLES | {HISTORY_TABLE}  # no partition is left
         assert schema.rollback(empty) == ["0004_liveness_and_leases"]
         assert tables(empty) == TABLES | {HISTORY_TABLE}
         assert schema.rollback(empty) == ["0003_database_defaults"]
@@ -270,7 +277,7 @@ def test_concurrent_migrate_from_processes(db_url):
     assert sorted(name for _, names in outcomes for name in names) == ALL  # each applied by exactly one process
     db = open_database(db_url)
     assert [row[0] for row in db.execute_sql(f"SELECT name FROM {HISTORY_TABLE} ORDER BY name")] == ALL
-    assert sorted(db.get_tables()) == sorted(ALL_TABLES | {HISTORY_TABLE})  # each table exists once
+    assert sorted(tables(db)) == sorted(ALL_TABLES | {HISTORY_TABLE})  # each table exists once
     db.close()
 
 
