@@ -252,9 +252,9 @@ class AgentHandle:
         if not changed and not self._exists():
             raise NotFoundError.deleted_agent(self.name)
         if not changed:
-            raise NotFoundError(
-                "capability", f"{name} {version}" if version else name, f"agent {self.name!r} has no such capability"
-            )
+            held = ", ".join(f"{c.capability_name} {c.capability_version}" for c in self.capabilities()) or "none"
+            key = f"{name} {version}" if version else name
+            raise NotFoundError("capability", key, f"agent {self.name!r} has {held}")
         return int(changed)
 
     def enable_capability(self, name: str, version: str | None = None) -> int:

@@ -3,7 +3,9 @@
 Every command works on ``--database URL`` (given before the command), else
 ``$OPTISTATE_DATABASE_URL``, else ``sqlite:///optistate.db`` in the working
 directory, and applies pending migrations first (except ``migrate --status``
-and ``migrate --down``). A failure prints one ``error: ...`` line on stderr
+and ``migrate --down``). A reading command never creates a SQLite file: where
+there is none it says so; the writing ones (demo, config set, import, ...)
+create it. ``-v`` names the database on stderr. A failure prints one ``error: ...`` line on stderr
 and exits 1; ``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
@@ -50,9 +52,10 @@ __all__ = ["cli", "main"]
 @click.option("--database", "url", metavar="URL",
               help=f"sqlite:///file.db or postgresql://user:pass@host/db [default: ${ENV_VAR}, else {DEFAULT_URL}]")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Say on stderr which database the command opens.")
 @click.version_option(__version__, "--version", prog_name="optistate", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, url: str | None, debug: bool, verbose: bool) -> None:
     """Agents' registration, config, state, capabilities and metrics, in SQLite or PostgreSQL.
 
     \b
@@ -64,7 +67,7 @@ def cli(ctx: click.Context, url: str | None, debug: bool) -> None:
     """
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Session(ctx, url)
+    ctx.obj = Session(ctx, url, verbose=verbose)
 
 
 @cli.command("demo")
@@ -78,15 +81,19 @@ def demo_command(session: Session, reset: bool, as_json: bool) -> None:
     Application Monitor, runs a short simulated workflow for each and records
     their metrics, all through the SDK. Safe to run again: defaults are
     stored once, states are set anew, and a new point of each metric is
-    recorded.
+    recorded. It creates the database if there is none.
+
+    \b
+    optistate demo
+    optistate --database sqlite:///try.db demo --reset --json
     """
-    store = session.store()
+    store = session.store(create=True)
     agents = demo.run(store, reset=reset)
     ids = {str(a.id): a for a in agents}
     rows = [dict(row, latest_metrics=[transfer.to_json(m) for m in ids[row["id"]].latest_metrics()])
             for row in store.overview() if row["id"] in ids]
     if as_json:
-        echo_json({"database": store.url, "agents": rows})
+        echo_json({"database": store.url, "agents": rows, "simulated": list(demo.SIMULATED)})
         return
     points = sum(len(demo.METRICS[a.type]) for a in agents)
     click.echo(f"optistate demo on {store.url}")
@@ -96,7 +103,13 @@ def demo_command(session: Session, reset: bool, as_json: bool) -> None:
     table(["AGENT", "METRIC", "VALUE", "UNIT"],
           [[row["name"], m["metric_name"], m["metric_value"], m["metric_unit"]]
            for row in rows for m in row["latest_metrics"]], "no metrics")
-    click.echo('\nNext: optistate agent "Cost Optimizer"   optistate config list "Cost Optimizer"   optistate --help')
+    click.echo("\nSimulated as in the seed:")
+    for line in demo.SIMULATED:
+        click.echo(f"  {line}")
+    click.echo("\nNext:")
+    width = max(len(command) for command, _ in demo.NEXT)
+    for command, what in demo.NEXT:
+        click.echo(f"  {command:<{width}}  # {what}")
 
 
 @cli.command()
@@ -107,11 +120,16 @@ def demo_command(session: Session, reset: bool, as_json: bool) -> None:
 def migrate(session: Session, show_status: bool, down: str | None, as_json: bool) -> None:
     """Apply migrations; --status lists them, --down reverts.
 
-    Every other command applies pending migrations itself.
+    Every other command applies pending migrations itself. --status never
+    creates a database; applying creates it if there is none.
+
+    \b
+    optistate migrate --status
+    optistate migrate --down 0002_agent_state_tables
     """
     if show_status and down:
         raise click.UsageError("--status and --down do not go together")
-    database = session.store(migrate=False).database
+    database = session.store(migrate=False, create=not show_status).database
     if show_status:
         rows = schema.status(database)
         if as_json:
@@ -134,7 +152,15 @@ def migrate(session: Session, show_status: bool, down: str | None, as_json: bool
 @json_option
 @pass_session
 def agents(session: Session, agent_type: str | None, status: str | None, as_json: bool) -> None:
-    """List agents: run-time status, liveness (alive, stale, offline), workflow, heartbeat age, counts."""
+    """List agents with their status and liveness.
+
+    One row each: run-time status, liveness (alive, stale, offline),
+    workflow, locks, errors, heartbeat age, configs and capabilities.
+
+    \b
+    optistate agents --status active
+    optistate agents --type cost --json
+    """
     rows = session.store().overview(agent_type, status)
     if as_json:
         echo_json(rows)
@@ -151,6 +177,10 @@ def agent(session: Session, name: str, agent_type: str | None, as_json: bool) ->
     """Show one agent: state, configs, capabilities, metrics.
 
     NAME is the agent's name or id. Sensitive config values show as ***.
+
+    \b
+    optistate agent "Cost Optimizer"
+    optistate agent "Cost Optimizer" --json
     """
     handle = session.agent(name, agent_type)
     row, state = handle.registration(), handle.state()
@@ -195,6 +225,10 @@ def metrics(session: Session, agent_name: str, name: str | None, since: datetime
     Points are listed oldest first; --agg prints one number for --name.
     --where gpu=3 matches metadata holding the number 3 (values are read as
     JSON where they parse), --where region=us-west the string.
+
+    \b
+    optistate metrics "Cost Optimizer" --since 2025-01-01 --where region=us-west
+    optistate metrics "Cost Optimizer" --name average_savings_percent --agg avg
     """
     if agg and not name:
         raise click.UsageError("--agg needs --name")
@@ -226,7 +260,11 @@ def metrics(session: Session, agent_name: str, name: str | None, since: datetime
 @cli.command()
 @json_option
 def plugins(as_json: bool) -> None:
-    """List installed plugins, their hooks, agent types and errors."""
+    """List installed plugins, their hooks, agent types and errors.
+
+    \b
+    optistate plugins --json
+    """
     rows = Registry().describe()
     if as_json:
         echo_json(rows)
@@ -238,7 +276,11 @@ def plugins(as_json: bool) -> None:
 
 @cli.group()
 def plugin() -> None:
-    """Start a plugin of your own: plugin new NAME."""
+    """Start a plugin of your own: plugin new NAME.
+
+    \b
+    optistate plugin new crawler --dir src
+    """
 
 
 @plugin.command("new")
@@ -275,6 +317,9 @@ def export_command(session: Session, path: str, decrypt: bool) -> None:
     Sensitive values go as stored: encrypted ones as ciphertext unless
     --decrypt, the others in clear, so FILE is created with mode 0600.
     `optistate import` reads it on either backend and keeps what it reads.
+
+    \b
+    optistate export backup.jsonl
     """
     store = session.store()
     with progress_bar(lambda: transfer.row_count(store), "exporting") as progress:
@@ -291,9 +336,12 @@ def import_command(session: Session, path: str, replace: bool) -> None:
 
     One transaction: the database must hold no agents, unless --replace
     deletes them first. Every value is validated as the SDK would; a bad line
-    imports nothing, and the error names it.
+    imports nothing, and the error names it. It creates the database if there is none.
+
+    \b
+    optistate --database postgresql://app@db/optistate import backup.jsonl
     """
-    store = session.store()
+    store = session.store(create=True)
     with progress_bar(lambda: transfer.count_lines(path), "importing") as progress:
         counts = transfer.import_file(store, path, replace=replace, progress=progress)
     click.echo(f"imported {sum(counts.values())} rows from {path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))

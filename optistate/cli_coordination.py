@@ -12,13 +12,16 @@ __all__ = ["locks", "reap"]
 @json_option
 @pass_session
 def reap(session: Session, as_json: bool) -> None:
-    """Mark agents past their TTL offline and free their leases, once.
+    """Mark agents past their TTL offline; free their leases.
 
-    An agent is past its TTL when its last heartbeat is older than its
-    ttl_seconds by the database's clock. Safe to run from many places at once:
-    each agent is reaped by one of them.
+    Once, not in a loop. An agent is past its TTL when its last heartbeat is
+    older than its ttl_seconds by the database's clock. Safe to run from many
+    places at once: each agent is reaped by one of them. It creates the database if there is none.
+
+    \b
+    optistate reap --json
     """
-    reaped = session.store().reap()
+    reaped = session.store(create=True).reap()
     if as_json:
         echo_json([{"id": str(a.id), "type": a.type, "name": a.name} for a in reaped])
     else:
@@ -29,7 +32,14 @@ def reap(session: Session, as_json: bool) -> None:
 @json_option
 @pass_session
 def locks(session: Session, as_json: bool) -> None:
-    """List the leases held now: resource, holder, fencing token, times (the database's)."""
+    """List the leases held now, with their holders.
+
+    One row each: resource, holder, fencing token, acquired and expiry
+    times (the database's clock).
+
+    \b
+    optistate locks --json
+    """
     rows = session.store().locks()
     if as_json:
         echo_json([{"resource": r.resource, "holder": r.holder, "holder_id": str(r.holder_id), "token": r.token,

@@ -16,7 +16,7 @@ __all__ = ["secrets"]
 
 @click.group()
 def secrets() -> None:
-    """Encrypt sensitive config values at rest: status, encrypt, rotate, new-key.
+    """Sensitive values at rest: status, encrypt, rotate, new-key.
 
     \b
     export OPTISTATE_SECRET_KEY="$(optistate secrets new-key)"
@@ -29,7 +29,11 @@ def secrets() -> None:
 @json_option
 @pass_session
 def secrets_status(session: Session, as_json: bool) -> None:
-    """Count the sensitive values under each key id, and those in plain text."""
+    """Count the sensitive values under each key id, and those in plain text.
+
+    \b
+    optistate secrets status --json
+    """
     store = session.store()
     counts, configured = encryption.status(store.models.AgentConfig), store.keyring.ids
     rows = [{"key_id": ident, "values": n, "configured": ident in configured, "newest": ident == store.keyring.newest}
@@ -49,8 +53,14 @@ def secrets_status(session: Session, as_json: bool) -> None:
 @secrets.command("encrypt")
 @pass_session
 def secrets_encrypt(session: Session) -> None:
-    """Encrypt every sensitive value stored in plain text with the newest key, in one transaction."""
-    store = session.store()
+    """Encrypt the sensitive values stored in plain text with the newest key.
+
+    One transaction. It creates the database if there is none.
+
+    \b
+    OPTISTATE_SECRET_KEY="$KEY" optistate secrets encrypt
+    """
+    store = session.store(create=True)
     done = encryption.encrypt(store.models.AgentConfig, store.keyring)
     click.echo(f"encrypted {done} sensitive value(s) with key {store.keyring.newest}")
 
@@ -58,12 +68,15 @@ def secrets_encrypt(session: Session) -> None:
 @secrets.command("rotate")
 @pass_session
 def secrets_rotate(session: Session) -> None:
-    """Re-encrypt every encrypted sensitive value with the newest key, in one transaction.
+    """Re-encrypt every encrypted sensitive value with the newest key.
 
-    Configure the new key first and the old ones after it:
+    One transaction. Configure the new key first and the old ones after it:
     OPTISTATE_SECRET_KEY="$NEW,$OLD". When it is done, the old keys may go.
+
+    \b
+    OPTISTATE_SECRET_KEY="$NEW,$OLD" optistate secrets rotate
     """
-    store = session.store()
+    store = session.store(create=True)
     done = encryption.rotate(store.models.AgentConfig, store.keyring)
     click.echo(f"re-encrypted {done} sensitive value(s) with key {store.keyring.newest}")
     plain = encryption.status(store.models.AgentConfig).get(None, 0)
@@ -73,5 +86,9 @@ def secrets_rotate(session: Session) -> None:
 
 @secrets.command("new-key")
 def secrets_new_key() -> None:
-    """Print a new random key (for OPTISTATE_SECRET_KEY) and nothing else."""
+    """Print a new random key (for OPTISTATE_SECRET_KEY) and nothing else.
+
+    \b
+    export OPTISTATE_SECRET_KEY="$(optistate secrets new-key)"
+    """
     click.echo(encryption.new_key())

@@ -30,7 +30,12 @@ __all__ = ["capabilities", "config"]
 
 @click.group()
 def config() -> None:
-    """Read and change an agent's typed config: get, set, list."""
+    """Read and change an agent's typed config: get, set, list.
+
+    \b
+    optistate config list "Cost Optimizer"
+    optistate config set "Cost Optimizer" cost_threshold_usd 2500
+    """
 
 
 @config.command("get")
@@ -40,7 +45,12 @@ def config() -> None:
 @agent_type_option
 @pass_session
 def config_get(session: Session, agent_name: str, key: str, reveal: bool, agent_type: str | None) -> None:
-    """Print the value of KEY (its canonical text)."""
+    """Print the value of KEY (its canonical text).
+
+    \b
+    optistate config get "Cost Optimizer" cost_threshold_usd
+    optistate config get "Cost Optimizer" api_key --reveal
+    """
     click.echo(shown(session.agent(agent_name, agent_type).config.entry(key), reveal))
 
 
@@ -60,13 +70,18 @@ def config_set(session: Session, agent_name: str, key: str, value: str | None, c
 
     A VALUE of - reads the value from stdin (one trailing newline dropped). With
     no VALUE, a sensitive key's value is asked for at a hidden prompt, so that a
-    secret stays out of the shell's history and ps.
+    secret stays out of the shell's history and ps. A new key needs --type.
+    It creates the database if there is none.
 
     \b
     optistate config set "Cost Optimizer" cost_threshold_usd 2500
+    optistate config set "Cost Optimizer" region us-west --type string
     printf %s "$KEY" | optistate config set "Cost Optimizer" api_key -
     """
-    handle = session.agent(agent_name, agent_type)
+    handle = session.agent(agent_name, agent_type, create=True)
+    if config_type is None and key not in handle.config:
+        types = ", ".join(t.value for t in ConfigType)
+        raise click.UsageError(f"--type is required for the new key {key!r} (one of {types})")
     if value == "-":
         value = sys.stdin.read().removesuffix("\n")
     elif value is None:
@@ -86,7 +101,11 @@ def config_set(session: Session, agent_name: str, key: str, value: str | None, c
 @json_option
 @pass_session
 def config_list(session: Session, agent_name: str, reveal: bool, agent_type: str | None, as_json: bool) -> None:
-    """List the agent's configs, sensitive values masked unless --reveal."""
+    """List the agent's configs, sensitive values masked unless --reveal.
+
+    \b
+    optistate config list "Cost Optimizer" --json
+    """
     rows = session.agent(agent_name, agent_type).config.entries()
     if as_json:
         echo_json([config_json(row, reveal) for row in rows])
@@ -112,7 +131,11 @@ def capabilities() -> None:
 @json_option
 @pass_session
 def capabilities_list(session: Session, agent_name: str, enabled: bool, agent_type: str | None, as_json: bool) -> None:
-    """List every capability version of AGENT, by name then version."""
+    """List every capability version of AGENT, by name then version.
+
+    \b
+    optistate capabilities list "Cost Optimizer" --enabled
+    """
     rows = session.agent(agent_name, agent_type).capabilities(True if enabled else None)
     if as_json:
         echo_json([transfer.to_json(row) for row in rows])
@@ -124,17 +147,23 @@ def _switch(enable: bool) -> Callable[..., None]:
     verb = "enable" if enable else "disable"
     method = AgentHandle.enable_capability if enable else AgentHandle.disable_capability
 
-    @click.argument("agent_name", metavar="AGENT")
-    @click.argument("name")
-    @click.option("--version", help="Only this version (default: every version of NAME).")
-    @agent_type_option
-    @pass_session
     def command(session: Session, agent_name: str, name: str, version: str | None, agent_type: str | None) -> None:
-        handle = session.agent(agent_name, agent_type)
+        handle = session.agent(agent_name, agent_type, create=True)
         changed = method(handle, name, version)
         click.echo(f"{handle.name}: {verb}d {changed} version(s) of {name}")
 
-    command.__doc__ = f"{verb.capitalize()} capability NAME of AGENT."
+    command.__doc__ = f"""{verb.capitalize()} capability NAME of AGENT (every version, or --version V).
+
+    An unknown NAME is an error that lists the agent's capabilities.
+
+    \b
+    optistate capabilities {verb} "Cost Optimizer" gpu_cost_analysis --version 1.0.0
+    """
+    decorators = (click.argument("agent_name", metavar="AGENT"), click.argument("name"),
+                  click.option("--version", help="Only this version (default: every version of NAME)."),
+                  agent_type_option, pass_session)
+    for decorate in reversed(decorators):
+        command = decorate(command)
     return command
 
 

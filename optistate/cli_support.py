@@ -5,6 +5,7 @@ The commands themselves are in :mod:`optistate.cli`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import sqlite3
@@ -18,8 +19,8 @@ import peewee
 import psycopg2
 
 from .agent import AgentHandle
-from .database import redact
-from .errors import MASK, OptistateError, ValidationError, one_line
+from .database import ENV_VAR, redact, resolve_url
+from .errors import MASK, NotFoundError, OptistateError, ValidationError, one_line
 from .fields import check_chars, check_timestamp, loads
 from .models import AgentConfig
 from .store import Store, connect
@@ -28,7 +29,9 @@ __all__ = [
     "RootGroup",
     "DefaultListGroup",
     "Session",
+    "STORE_HELP",
     "pass_session",
+    "sqlite_file",
     "json_option",
     "agent_type_option",
     "echo_json",
@@ -87,24 +90,60 @@ class DefaultListGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-class Session:
-    """The command line's database URL, and the store, opened on first use and closed at exit."""
+def sqlite_file(url: str) -> str | None:
+    """The file a ``sqlite:///`` URL names, or None for another scheme or ``:memory:``."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    return None if path in ("", ":memory:") else path
 
-    def __init__(self, ctx: click.Context, url: str | None):
-        self.ctx, self.url = ctx, url
+
+class Session:
+    """The command line's database URL, and the store, opened on first use and closed at exit.
+
+    A reading command's store is opened with ``create=False``: a SQLite file
+    that is not there is an error, not a new empty database.
+    """
+
+    def __init__(self, ctx: click.Context, url: str | None, *, verbose: bool = False):
+        self.ctx, self.url, self.verbose = ctx, url, verbose
         self._store: Store | None = None
 
-    def store(self, *, migrate: bool = True) -> Store:
+    def store(self, *, migrate: bool = True, create: bool = False) -> Store:
+        """The store ``--database`` names; a SQLite file is made only if ``create``.
+
+        :raises NotFoundError: no SQLite file at the URL's path and not ``create``.
+        """
         if self._store is None:
+            url = resolve_url(self.url)
+            path = sqlite_file(url)
+            if self.verbose:
+                where = f" (file {os.path.abspath(path)})" if path else ""
+                click.echo(f"database: {redact(url)}{where}", err=True)
+            if path and not create and not os.path.exists(path):
+                source = "--database" if self.url else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "the default"
+                raise NotFoundError("database", os.path.abspath(path), (
+                    f"{redact(url)} ({source}) names no file; make one with `optistate demo`,"
+                    f" or name another with --database URL or ${ENV_VAR}"))
             self._store = connect(self.url, migrate=migrate)
             self.ctx.call_on_close(self._store.close)
         return self._store
 
-    def agent(self, name: str, agent_type: str | None = None) -> AgentHandle:
-        return self.store().agent(name, agent_type)
+    def agent(self, name: str, agent_type: str | None = None, *, create: bool = False) -> AgentHandle:
+        return self.store(create=create).agent(name, agent_type)
 
 
-pass_session = click.make_pass_decorator(Session)
+STORE_HELP = "Works on the store --database names (see optistate --help); -v prints which."
+_pass_session = click.make_pass_decorator(Session)
+
+
+def pass_session(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Pass the :class:`Session` first; the command's help (``f``'s docstring) ends with :data:`STORE_HELP`."""
+    command = _pass_session(f)
+    command.__doc__ = f"{inspect.cleandoc(f.__doc__ or '')}\n\n{STORE_HELP}"
+    return command
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 agent_type_option = click.option("--agent-type", help="The agent's type, where several types use the name.")
 

@@ -19,7 +19,7 @@ from .errors import PluginError
 from .fields import utcnow
 from .store import Store
 
-__all__ = ["AGENTS", "METRICS", "QualityThresholdBreach", "run"]
+__all__ = ["AGENTS", "METRICS", "NEXT", "SIMULATED", "QualityThresholdBreach", "run"]
 
 CUSTOMER = "550e8400-e29b-41d4-a716-446655440000"
 
@@ -58,6 +58,24 @@ METRICS: dict[str, list[tuple[str, float, str, dict[str, Any]]]] = {
         ("check_execution_time_seconds", 28.7, "seconds", {"samples_per_check": 100, "parallel_checks": 4}),
     ],
 }
+
+
+SIMULATED = (
+    "Application Monitor is in error: its quality check scored 0.82, below its quality_score_threshold.",
+    "Cost Optimizer and Resource Allocator are active: their workflows are left running, holding the locks"
+    " their state names (LOCKS); these are names only, not leases, so `optistate locks` lists none.",
+    "Resource Allocator's first gpu_scaling run failed on a simulated network timeout (1 error); its retry runs.",
+    "Performance Tuner finished its latency tuning and is idle.",
+)
+"""The states :func:`run` leaves, as in the seed; ``optistate demo`` prints them."""
+
+NEXT = (
+    ('optistate agent "Application Monitor"', "its state, last error, configs and metrics"),
+    ("optistate agents", "liveness turns stale, then offline, as their heartbeats stop"),
+    ('optistate metrics "Cost Optimizer"', "its metric points (--name N --agg avg: one aggregate)"),
+    ("optistate --help", "every command"),
+)
+"""What to run after the demo: (command, what it shows)."""
 
 
 class QualityThresholdBreach(Exception):

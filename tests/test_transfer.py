@@ -97,6 +97,7 @@ def test_export_file_is_owner_only_also_when_overwriting(sqlite_url, tmp_path):
     path = tmp_path / "out.jsonl"
     path.write_text("old")
     path.chmod(0o644)
+    assert run(sqlite_url, "migrate").exit_code == 0  # export reads: it needs a database
     assert run(sqlite_url, "export", str(path)).exit_code == 0
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert lines(path)[0]["format"] == "optistate"
@@ -252,6 +253,7 @@ def test_import_of_a_missing_file_is_a_usage_error(sqlite_url, tmp_path):
 
 
 def test_export_to_a_missing_directory_is_one_line(sqlite_url, tmp_path):
+    assert run(sqlite_url, "migrate").exit_code == 0
     result = run(sqlite_url, "export", str(tmp_path / "no" / "such" / "dir.jsonl"))
     assert result.exit_code == 1
     assert result.stderr.startswith("error: No such file or directory: ") and result.stderr.count("\n") == 1
