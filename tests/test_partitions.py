@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -194,3 +195,37 @@ def test_the_cli_runs_retain(store, db_url):
     assert stored(store) == [2.0]
     bad = CliRunner().invoke(cli, ["--database", db_url, "retain", "--metrics", "thirty days"])
     assert bad.exit_code == 2 and "'thirty days' must be a positive" in bad.stderr
+
+
+def test_retain_runs_while_agents_ingest(pg):
+    agents = [pg.start_agent("cost", name=f"Busy {i}") for i in range(3)]
+    old = pg.start_agent("cost", name="Old")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    flushed: list[int] = []
+
+    def ingest(agent) -> None:
+        try:
+            while not stop.is_set():
+                agent.record_metrics({"name": "m", "value": 1.0} for _ in range(50))
+                flushed.append(agent.flush())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            pg.database.close()
+
+    threads = [threading.Thread(target=ingest, args=(a,)) for a in agents]
+    for thread in threads:
+        thread.start()
+    dropped = []
+    for days in (6, 5, 4):  # each round: a whole day to drop, made by a flush, then retained while the others write
+        old.record_metric("m", 2.0, timestamp=midnight(-days) + timedelta(hours=1))
+        old.flush()
+        dropped += pg.retain(metrics=timedelta(days=days - 1)).dropped_partitions
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {partition_name(midnight(-d)) for d in (6, 5, 4)} <= set(dropped)
+    counts = pg.database.execute_sql("SELECT metric_value, count(*) FROM agent_metrics GROUP BY 1").fetchall()
+    assert dict(counts).get(2.0) is None and dict(counts)[1.0] == sum(flushed) >= 150  # every ingested point kept
