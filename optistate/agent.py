@@ -21,7 +21,7 @@ from .fields import check_list, check_text, storable, utcnow
 from .leases import DEFAULT_TTL, Holder, Lease
 from .liveness import KeepAlive
 from .metrics import MAX_BUFFER, MetricBuffer, MetricReader
-from .models import AgentStatus
+from .models import AgentStatus, agent_exists
 from .versions import highest
 
 if TYPE_CHECKING:
@@ -132,9 +132,6 @@ class AgentHandle:
         model = self.models.AgentState
         if not model.update(**values).where(model.agent == self.id).execute():
             raise NotFoundError.deleted_agent(self.name)
-
-    def _exists(self) -> bool:
-        return bool(self.models.Agent.select().where(self.models.Agent.id == self.id).exists())
 
     def set_status(self, status: str | AgentStatus) -> None:
         """Set the run-time status (``agent_states.status``); the field refuses an unknown one."""
@@ -249,7 +246,7 @@ class AgentHandle:
         if version is not None:
             query = query.where(model.capability_version == version)
         changed = query.execute()
-        if not changed and not self._exists():
+        if not changed and not agent_exists(model, self.id):
             raise NotFoundError.deleted_agent(self.name)
         if not changed:
             held = ", ".join(f"{c.capability_name} {c.capability_version}" for c in self.capabilities()) or "none"

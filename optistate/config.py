@@ -15,7 +15,7 @@ import peewee
 from .database import write_transaction
 from .errors import IntegrityError, NotFoundError, ValidationError, keeps_secrets
 from .fields import check_text, utcnow
-from .models import ConfigType, format_config_value, parse_config_value
+from .models import ConfigType, agent_exists, format_config_value, parse_config_value
 
 if TYPE_CHECKING:
     from .models import Agent, AgentConfig
@@ -150,8 +150,7 @@ class ConfigView:
                 raise _keeps_type(key, wanted, stored)
 
     def _check_agent_exists(self) -> None:
-        agent = self._model.agent.rel_model
-        if not agent.select().where(agent.id == self._agent_id).exists():
+        if not agent_exists(self._model, self._agent_id):
             raise NotFoundError.deleted_agent(self._agent_name)
 
     def __repr__(self) -> str:

@@ -76,10 +76,12 @@ def redact(text: str) -> str:
 
 def _redact_url(match: re.Match[str]) -> str:
     scheme, rest = match.group(0).split("://", 1)
-    authority = rest.partition("?")[0] if "@" in rest.partition("?")[0] else rest
+    before_query = rest.partition("?")[0]
+    authority = before_query if "@" in before_query else rest
     if "@" not in authority:
         return match.group(0)
-    userinfo, tail = rest[: authority.rindex("@")], rest[authority.rindex("@") :]
+    end = authority.rindex("@")
+    userinfo, tail = rest[:end], rest[end:]
     user, colon, _ = userinfo.partition(":")
     return f"{scheme}://{user}{colon and ':' + MASK}{tail}"
 

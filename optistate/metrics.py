@@ -26,7 +26,7 @@ import peewee
 from .database import is_sqlite, write_transaction
 from .errors import IntegrityError, NotFoundError, ValidationError
 from .fields import check_json, check_text, check_timestamp, finite_float, utcnow
-from .models import AgentMetric
+from .models import AgentMetric, agent_exists
 from .partitions import ensure_partitions
 from .reconnect import guarded
 from .timeseries import bucketed, check_every
@@ -214,7 +214,7 @@ class MetricBuffer:
         try:
             stored = self._insert(rows) if is_sqlite(self.database) else self._copy(rows)
         except peewee.IntegrityError as exc:
-            if self._agent_exists():  # not the agent's foreign key: keep the points, as for any failure
+            if agent_exists(self.model, self.agent_id):  # another constraint: keep the points, as for any failure
                 self._keep(rows)
                 raise IntegrityError.from_driver(exc) from None
             self.dropped += len(rows)  # no flush can ever store them: they must not block the buffer
@@ -237,10 +237,6 @@ class MetricBuffer:
         rows.extend(self.pending)  # points recorded meanwhile (another thread) stay after these
         self.pending = rows
         self._bound()
-
-    def _agent_exists(self) -> bool:
-        agent = self.model.agent.rel_model
-        return bool(agent.select().where(agent.id == self.agent_id).exists())
 
     def _copy(self, rows: deque[Row]) -> int:
         """COPY into a temporary table, then insert the ids not stored yet: COPY's speed, exactly once."""

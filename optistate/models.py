@@ -55,6 +55,7 @@ __all__ = [
     "ConfigType",
     "MetricType",
     "MODELS",
+    "agent_exists",
     "bound_models",
     "parse_config_value",
     "format_config_value",
@@ -354,6 +355,15 @@ class AgentMetric(BaseModel):
 
 
 MODELS: tuple[type[BaseModel], ...] = (Agent, AgentConfig, AgentState, AgentCapability, AgentMetric)
+
+
+def agent_exists(child: Any, agent_id: Any) -> bool:
+    """Whether agent ``agent_id`` still has its row, asked through ``child``, a bound model with an ``agent`` key.
+
+    A write that changed nothing, or that a foreign key refused, asks this to tell "the agent was deleted" apart.
+    """
+    agent = child.agent.rel_model
+    return bool(agent.select().where(agent.id == agent_id).exists())
 
 
 def bound_models(database: peewee.Database, keyring: Keyring | None = None) -> SimpleNamespace:
