@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import peewee
 import psycopg2
@@ -25,9 +26,16 @@ import optistate
 from optistate import schema
 from optistate.database import open_database
 from optistate.models import MODELS
-from optistate.testing import PostgresUnavailable, postgres_dsn
+from optistate.testing import PostgresServer, PostgresUnavailable, postgres_dsn, postgres_server
 
 BACKENDS = [b for b in os.environ.get("OPTISTATE_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+
+
+def without_postgres(exc: PostgresUnavailable) -> NoReturn:
+    """Skip with the reason, or fail when ``OPTISTATE_REQUIRE_POSTGRES=1`` (CI sets it)."""
+    if os.environ.get("OPTISTATE_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required (OPTISTATE_REQUIRE_POSTGRES=1) but unavailable: {exc}")
+    pytest.skip(f"no PostgreSQL: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +45,17 @@ def pg_server() -> Iterator[str]:
         with postgres_dsn() as dsn:
             yield dsn
     except PostgresUnavailable as exc:
-        if os.environ.get("OPTISTATE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required (OPTISTATE_REQUIRE_POSTGRES=1) but unavailable: {exc}")
-        pytest.skip(f"no PostgreSQL: {exc}")
+        without_postgres(exc)
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[PostgresServer]:
+    """A throwaway server of the module's own, which its tests stop and restart."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        without_postgres(exc)
 
 
 def _admin(dsn: str, sql: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -27,25 +26,14 @@ import pytest
 
 import optistate
 from optistate.errors import ConnectionError, OptistateError
-from optistate.testing import PostgresServer, PostgresUnavailable, postgres_server
+from optistate.testing import PostgresServer
 
 pytestmark = pytest.mark.fault
 
 SCHEMES = ["postgresql", "postgresql+pool"]
 
 
-# --- a server of our own, that the tests stop and start --------------------------
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[PostgresServer]:
-    try:
-        with postgres_server() as server:
-            yield server
-    except PostgresUnavailable as exc:
-        if os.environ.get("OPTISTATE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"PostgreSQL is required (OPTISTATE_REQUIRE_POSTGRES=1) but unavailable: {exc}")
-        pytest.skip(f"no PostgreSQL: {exc}")
+# --- a server of our own (conftest's own_server), that the tests stop and start ---
 
 
 @pytest.fixture
