@@ -24,29 +24,32 @@ INDEXES = (
 )
 
 
-def _copy_table(db, source, target, partitioned):
-    """``target`` with ``source``'s columns, defaults and CHECKs, its key, foreign key and indexes."""
+def _rebuild(db, aside, partitioned, make_partitions=lambda db: None):
+    """Move ``agent_metrics`` aside, make it anew (partitioned or not) with the same columns, defaults, CHECKs,
+    foreign key and indexes, let ``make_partitions`` add partitions, copy every row back, drop the old table."""
+    db.execute_sql(f"ALTER TABLE agent_metrics RENAME TO {aside}")
+    for constraint in ("pkey", "agent_id_fkey"):
+        db.execute_sql(f"ALTER TABLE {aside} RENAME CONSTRAINT agent_metrics_{constraint} TO {aside}_{constraint}")
+    prefix = aside.removeprefix("agent_metrics_")
+    for name, _ in INDEXES:
+        db.execute_sql(f"ALTER INDEX {name} RENAME TO {prefix}_{name}")
     key = "id, collection_timestamp" if partitioned else "id"
     tail = " PARTITION BY RANGE (collection_timestamp)" if partitioned else ""
-    db.execute_sql(f"CREATE TABLE {target} (LIKE {source} INCLUDING DEFAULTS INCLUDING CONSTRAINTS,"
-                   f" CONSTRAINT {target}_pkey PRIMARY KEY ({key}),"
-                   f" CONSTRAINT {target}_agent_id_fkey FOREIGN KEY (agent_id) REFERENCES agents (id)"
+    db.execute_sql(f"CREATE TABLE agent_metrics (LIKE {aside} INCLUDING DEFAULTS INCLUDING CONSTRAINTS,"
+                   f" CONSTRAINT agent_metrics_pkey PRIMARY KEY ({key}),"
+                   " CONSTRAINT agent_metrics_agent_id_fkey FOREIGN KEY (agent_id) REFERENCES agents (id)"
                    f" ON DELETE CASCADE){tail}")
-
-
-def up(migrator, db):
-    if is_sqlite(db):
-        return
-    db.execute_sql("ALTER TABLE agent_metrics RENAME TO agent_metrics_old")
-    db.execute_sql("ALTER TABLE agent_metrics_old RENAME CONSTRAINT agent_metrics_pkey TO agent_metrics_old_pkey")
-    db.execute_sql("ALTER TABLE agent_metrics_old RENAME CONSTRAINT agent_metrics_agent_id_fkey"
-                   " TO agent_metrics_old_agent_id_fkey")
-    for name, _ in INDEXES:
-        db.execute_sql(f"ALTER INDEX {name} RENAME TO old_{name}")
-    _copy_table(db, "agent_metrics_old", "agent_metrics", partitioned=True)
     for name, spec in INDEXES:
         using = spec if spec.startswith("USING") else f"USING btree {spec}"
         db.execute_sql(f"CREATE INDEX {name} ON agent_metrics {using}")
+    make_partitions(db)
+    db.execute_sql(f"INSERT INTO agent_metrics SELECT * FROM {aside}")
+    db.execute_sql(f"DROP TABLE {aside}")
+
+
+def _day_partitions(db):
+    """The default partition, and a day partition for yesterday to a week ahead and for each day within
+    LOOK_BACK that holds rows."""
     db.execute_sql("CREATE TABLE agent_metrics_default PARTITION OF agent_metrics DEFAULT")
     now = datetime.now(timezone.utc)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -61,22 +64,13 @@ def up(migrator, db):
         db.execute_sql(f"CREATE TABLE agent_metrics_p{day:%Y%m%d} PARTITION OF agent_metrics"
                        f" FOR VALUES FROM ('{day.isoformat()}') TO ('{nxt.isoformat()}')")
         day = nxt
-    db.execute_sql("INSERT INTO agent_metrics SELECT * FROM agent_metrics_old")
-    db.execute_sql("DROP TABLE agent_metrics_old")
+
+
+def up(migrator, db):
+    if not is_sqlite(db):
+        _rebuild(db, "agent_metrics_old", partitioned=True, make_partitions=_day_partitions)
 
 
 def down(migrator, db):
-    if is_sqlite(db):
-        return
-    db.execute_sql("ALTER TABLE agent_metrics RENAME TO agent_metrics_parted")
-    db.execute_sql("ALTER TABLE agent_metrics_parted RENAME CONSTRAINT agent_metrics_pkey TO agent_metrics_parted_pkey")
-    db.execute_sql("ALTER TABLE agent_metrics_parted RENAME CONSTRAINT agent_metrics_agent_id_fkey"
-                   " TO agent_metrics_parted_agent_id_fkey")
-    for name, _ in INDEXES:
-        db.execute_sql(f"ALTER INDEX {name} RENAME TO parted_{name}")
-    _copy_table(db, "agent_metrics_parted", "agent_metrics", partitioned=False)
-    for name, spec in INDEXES:
-        using = spec if spec.startswith("USING") else f"USING btree {spec}"
-        db.execute_sql(f"CREATE INDEX {name} ON agent_metrics {using}")
-    db.execute_sql("INSERT INTO agent_metrics SELECT * FROM agent_metrics_parted")
-    db.execute_sql("DROP TABLE agent_metrics_parted")
+    if not is_sqlite(db):
+        _rebuild(db, "agent_metrics_parted", partitioned=False)
