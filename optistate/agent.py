@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .actor import acting, acting_as
 from .config import ConfigView
 from .database import is_sqlite, write_transaction
 from .errors import NotFoundError
@@ -64,8 +65,10 @@ class AgentHandle:
     """One registered agent, as seen by the process that runs or inspects it.
 
     Made by ``store.start_agent`` or ``store.agent``, with what it needs from
-    the store: its database, the models bound to it, and its plugins. The
-    metric reads are :class:`~optistate.metrics.MetricReader`'s, for this agent.
+    the store: its database, the models bound to it, its plugins, and the
+    ``actor`` the change log records for its writes (the agent itself, or the
+    store's user). The metric reads are :class:`~optistate.metrics.MetricReader`'s,
+    for this agent.
     """
 
     metrics: Callable[..., list[AgentMetric]]
@@ -82,11 +85,12 @@ class AgentHandle:
         plugins: Registry,
         row: Agent,
         *,
+        actor: str = "",
         max_buffer: int = MAX_BUFFER,
     ):
-        self.database, self.models, self.plugins = database, models, plugins
+        self.database, self.models, self.plugins, self.actor = database, models, plugins, actor
         self.id, self.type, self.name = row.id, row.type, row.name
-        self.config = ConfigView(models.AgentConfig, row, plugins)
+        self.config = ConfigView(models.AgentConfig, row, plugins, actor)
         self.buffer = MetricBuffer(database, models.AgentMetric, row.id, max_buffer=max_buffer)
         self.metric_reader = reader = MetricReader(models.AgentMetric, row.id)
         self.metrics, self.aggregate, self.latest_metrics = reader.points, reader.aggregate, reader.latest
@@ -94,7 +98,7 @@ class AgentHandle:
         self._ident = models.Agent.id.db_value(row.id)
         self._stamp = models.Agent.last_heartbeat.db_value
         self.ttl: float = row.ttl_seconds or DEFAULT_TTL
-        self.holder = Holder(database, self._ident, row.name)
+        self.holder = Holder(database, self._ident, row.name, actor)
         self._keeper: KeepAlive | None = None
 
     def __repr__(self) -> str:
@@ -119,14 +123,16 @@ class AgentHandle:
         ident = self._ident
         if self._on_sqlite:
             now = self._stamp(utcnow())
-            with write_transaction(self.database):
+            with acting_as(""), write_transaction(self.database):  # not an event: no actor to record
                 self.database.execute_sql(_HEARTBEAT_STATE_SQLITE, (now, ident))
                 stamped = self.database.execute_sql(_HEARTBEAT_AGENT_SQLITE, (now, ident)).rowcount
         else:
-            stamped = self.database.execute_sql(_HEARTBEAT_POSTGRES, (ident, ident)).rowcount
+            with acting_as(""):
+                stamped = self.database.execute_sql(_HEARTBEAT_POSTGRES, (ident, ident)).rowcount
         if not stamped:
             raise NotFoundError.deleted_agent(self.name)
 
+    @acting
     def _update_state(self, **values: Any) -> None:
         """One UPDATE of the agent's state row; :class:`NotFoundError` if the agent is gone."""
         model = self.models.AgentState
@@ -160,6 +166,7 @@ class AgentHandle:
         """Back to idle: no workflow, no data, no locks."""
         self._update_state(status=AgentStatus.IDLE.value, current_workflow=None, workflow_data={}, resource_locks=[])
 
+    @acting
     def fail_workflow(self, error: BaseException) -> None:
         """Record ``error``: status error, ``error_count`` + 1, ``last_error`` {timestamp, error, message}.
 
@@ -240,6 +247,7 @@ class AgentHandle:
         best = highest((c.capability_version for c in rows), spec)
         return next((c for c in rows if c.capability_version == best), None)
 
+    @acting
     def _set_enabled(self, name: str, version: str | None, enabled: bool) -> int:
         model = self.models.AgentCapability
         query = model.update(is_enabled=enabled).where((model.agent == self.id) & (model.capability_name == name))
@@ -321,6 +329,7 @@ class AgentHandle:
     def _beat_interval(self) -> float:
         return min(self.ttl, self.holder.shortest_ttl() or self.ttl) / 3
 
+    @acting
     def stop(self) -> None:
         """End :meth:`keep_alive`, flush metrics, release the agent's leases, mark it offline, tell the plugins.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from . import __version__, demo, scaffold, schema, transfer
-from .cli_coordination import locks, reap
+from .cli_coordination import history, locks, reap, watch
 from .cli_metrics import Duration, retain
 from .cli_secrets import secrets
 from .cli_settings import capabilities, config
@@ -350,6 +350,8 @@ def import_command(session: Session, path: str, replace: bool) -> None:
 cli.add_command(config)
 cli.add_command(reap)
 cli.add_command(locks)
+cli.add_command(history)
+cli.add_command(watch)
 cli.add_command(capabilities)
 cli.add_command(secrets)
 cli.add_command(retain)

@@ -18,6 +18,7 @@ import click
 import peewee
 import psycopg2
 
+from .actor import describe
 from .agent import AgentHandle
 from .database import ENV_VAR, redact, resolve_url
 from .errors import MASK, NotFoundError, OptistateError, ValidationError, one_line
@@ -125,7 +126,8 @@ class Session:
                 raise NotFoundError("database", os.path.abspath(path), (
                     f"{redact(url)} ({source}) names no file; make one with `optistate demo`,"
                     f" or name another with --database URL or ${ENV_VAR}"))
-            self._store = connect(self.url, migrate=migrate)
+            # the CLI's writes are its user's; it reads config anew each run, so it needs no config watch
+            self._store = connect(self.url, migrate=migrate, watch=False, actor=describe(via="optistate CLI"))
             self.ctx.call_on_close(self._store.close)
         return self._store
 

@@ -26,6 +26,7 @@ from typing import Any
 import peewee
 from playhouse import db_url
 
+from .actor import ActorOnSqlite, is_write
 from .errors import MASK, ConfigurationError, ConnectionError
 from .reconnect import PooledPostgresDatabase, PostgresDatabase
 
@@ -46,7 +47,14 @@ DEFAULT_URL = "sqlite:///optistate.db"
 SQLITE_PRAGMAS = (("busy_timeout", 30_000), ("foreign_keys", 1), ("synchronous", "normal"))
 BUSY_SECONDS = 30
 SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+pool", "postgres+pool")
-RECONNECTING: dict[str, type[peewee.Database]] = {
+
+
+class SqliteDatabase(ActorOnSqlite, peewee.SqliteDatabase):
+    """``sqlite://``: peewee's, with the actor set for each write (see :mod:`optistate.actor`)."""
+
+
+CLASSES: dict[str, type[peewee.Database]] = {
+    "sqlite": SqliteDatabase,
     "postgresql": PostgresDatabase,
     "postgres": PostgresDatabase,
     "postgresql+pool": PooledPostgresDatabase,
@@ -97,7 +105,7 @@ class _RedactConfigWrites(logging.Filter):
         message = record.msg
         if isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], str):
             sql = message[0].lstrip().upper()
-            if "AGENT_CONFIGS" in sql and not sql.startswith("SELECT"):
+            if "AGENT_CONFIGS" in sql and is_write(sql.rsplit("TRUE); ", 1)[-1]):  # after the actor's set_config
                 record.msg = (message[0], [MASK] * len(message[1] or ()))
         return True
 
@@ -137,20 +145,20 @@ def open_database(url: str | None = None) -> peewee.Database:
         options = {"pragmas": SQLITE_PRAGMAS, "timeout": BUSY_SECONDS}
     try:
         options = {**db_url.parse(url, unquote_password=True, unquote_user=True), **options}
-        if scheme in RECONNECTING:
+        if scheme != "sqlite":
             options.setdefault("connect_timeout", CONNECT_TIMEOUT)
         if not options["database"]:
             raise ValueError(f"no database name: use {scheme}://host/dbname")
-        database = RECONNECTING.get(scheme, db_url.schemes[scheme])(**options)
+        database = CLASSES[scheme](**options)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ConfigurationError("database", redact(url), redact(str(exc))) from None
-    if scheme in RECONNECTING:
+    if scheme != "sqlite":
         database.url_shown = redact(url)  # type: ignore[attr-defined]
     if scheme == "sqlite" and database.database != ":memory:" and not os.path.exists(database.database):
         _create_private(database.database)
     try:
         database.connect(reuse_if_open=True)
-        if scheme == "sqlite":
+        if isinstance(database, peewee.SqliteDatabase):
             _use_wal(database)
     except peewee.DatabaseError as exc:
         raise ConnectionError(redact(url), exc) from None

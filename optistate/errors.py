@@ -30,6 +30,10 @@ __all__ = [
     "PluginError",
     "TransferError",
     "SecretKeyError",
+    "LockHeld",
+    "LockLost",
+    "Conflict",
+    "Compacted",
 ]
 
 MASK = "***"
@@ -189,3 +193,30 @@ class LockLost(OptistateError):
     def __init__(self, resource: str, token: int, reason: str = "expired, released or taken by another holder"):
         self.resource, self.token, self.reason = resource, token, reason
         super().__init__(f"lock {resource!r} (token {token}): lost; {reason}")
+
+
+class Conflict(OptistateError):
+    """A compare-and-set whose expected revision is not the stored one; nothing was stored.
+
+    :param what: the thing written, e.g. ``config 'cost_threshold_usd'``.
+    :param expected: the ``expect_revision`` given (0: the thing must not exist yet).
+    :param current: its revision now (0: it does not exist).
+    """
+
+    def __init__(self, what: str, expected: int, current: int):
+        self.what, self.expected, self.current = what, expected, current
+        super().__init__(f"expect_revision={expected}: {what} is at revision {current}; nothing was stored")
+
+
+class Compacted(OptistateError, LookupError):
+    """A watch or read from a revision whose later events were compacted away.
+
+    :param since: the revision asked for (events after it were wanted).
+    :param oldest: the oldest revision still kept; resume from ``oldest - 1`` after re-reading the state.
+    """
+
+    def __init__(self, since: int, oldest: int):
+        self.since, self.oldest = since, oldest
+        super().__init__(
+            f"since={since}: events up to revision {oldest - 1} were compacted; the oldest kept is {oldest}"
+        )

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import peewee
 
+from .actor import acting, acting_as
 from .database import is_sqlite, write_transaction
 from .errors import LockHeld, LockLost, NotFoundError, ValidationError
 from .fields import TimestampField, check_list, check_text
@@ -107,15 +108,17 @@ def locks(database: peewee.Database) -> list[LeaseInfo]:
 
 
 class Holder:
-    """An agent as a lease holder: its id as stored, its name, and the leases this process took for it.
+    """An agent as a lease holder: its id as stored, its name, the actor its changes are recorded as,
+    and the leases this process took for it.
 
     Made by :class:`~optistate.agent.AgentHandle`; ``agent.lock()`` calls :meth:`acquire`.
     """
 
-    def __init__(self, database: peewee.Database, ident: Any, name: str):
-        self.database, self.ident, self.name = database, ident, name
+    def __init__(self, database: peewee.Database, ident: Any, name: str, actor: str = ""):
+        self.database, self.ident, self.name, self.actor = database, ident, name, actor
         self.held: dict[str, Lease] = {}
 
+    @acting
     def acquire(self, resource: str, ttl: float = DEFAULT_TTL, wait: float = 0.0) -> Lease:
         """A lease on ``resource`` for ``ttl`` seconds, trying again until ``wait`` seconds have passed.
 
@@ -189,6 +192,7 @@ class Holder:
     def shortest_ttl(self) -> float | None:
         return min((lease.ttl for lease in self.held.values()), default=None)
 
+    @acting
     def release_all(self) -> None:
         """Release every lease the agent holds, in the database (any process's), and forget this process's."""
         c = clock(self.database)
@@ -255,11 +259,12 @@ class Lease:
     def release(self) -> datetime | None:
         """Free the lease; return when the hold ended (the database's time), or None if it was already lost."""
         c, (where, params) = clock(self.holder.database), self._where()
-        row = self.holder.database.execute_sql(
-            f"UPDATE agent_leases SET holder_id = NULL, expires_at = {c.least('expires_at', c.now)} "
-            f"WHERE {where} RETURNING expires_at",
-            params,
-        ).fetchone()
+        with acting_as(self.holder.actor):
+            row = self.holder.database.execute_sql(
+                f"UPDATE agent_leases SET holder_id = NULL, expires_at = {c.least('expires_at', c.now)} "
+                f"WHERE {where} RETURNING expires_at",
+                params,
+            ).fetchone()
         self._forget()
         return _stamp(row[0]) if row else None
 

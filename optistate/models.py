@@ -187,10 +187,15 @@ class BaseModel(peewee.Model):
 
 
 class Timestamped(BaseModel):
-    """``created_at`` and ``updated_at``; a database trigger also moves ``updated_at`` on any UPDATE."""
+    """``created_at``, ``updated_at`` and ``revision``, which database triggers keep.
+
+    A trigger moves ``updated_at`` on any UPDATE, and sets ``revision`` to the
+    change log's revision of the row's last change (see :mod:`optistate.events`).
+    """
 
     created_at = TimestampField(default=utcnow)
     updated_at = TimestampField(default=utcnow)
+    revision = peewee.BigIntegerField(default=0)
 
     def save(self, force_insert: bool = False, only: Any = None) -> Any:
         if self._stored and not force_insert:

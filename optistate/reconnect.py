@@ -30,6 +30,7 @@ import peewee
 import psycopg2
 from playhouse.pool import PooledPostgresqlDatabase
 
+from .actor import ActorOnPostgres
 from .errors import ConnectionError
 
 __all__ = ["RETRY_DELAYS", "PooledPostgresDatabase", "PostgresDatabase", "closed_by_server", "guarded"]
@@ -140,12 +141,13 @@ class _Reconnecting:
         conn.close()
 
 
-class PostgresDatabase(_Reconnecting, peewee.PostgresqlDatabase):
-    """``postgresql://``: one connection per thread, replaced when the server closed it."""
+class PostgresDatabase(ActorOnPostgres, _Reconnecting, peewee.PostgresqlDatabase):
+    """``postgresql://``: one connection per thread, replaced when the server closed it; writes carry the actor."""
 
 
-class PooledPostgresDatabase(_Reconnecting, PooledPostgresqlDatabase):
-    """``postgresql+pool://``: a pooled connection closed by the server is dropped, not reused."""
+class PooledPostgresDatabase(ActorOnPostgres, _Reconnecting, PooledPostgresqlDatabase):
+    """``postgresql+pool://``: a pooled connection closed by the server is dropped, not reused; writes carry
+    the actor."""
 
     def _is_closed(self, conn: Any) -> bool:
         return closed_by_server(conn) or bool(super()._is_closed(conn))

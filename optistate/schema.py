@@ -21,6 +21,7 @@ import peewee
 from playhouse.migrations import MigrationError as RunnerError
 from playhouse.migrations import Runner
 
+from .actor import acting_as
 from .database import is_sqlite, write_transaction
 from .errors import MigrationError
 
@@ -54,7 +55,7 @@ def _runner(database: peewee.Database) -> Runner:
 def _locked(database: peewee.Database, action: str, target: str | None) -> list[str]:
     runner = _runner(database)
     try:
-        with write_transaction(database):
+        with acting_as(""), write_transaction(database):  # the schema's own writes are no one's changes
             if not is_sqlite(database):
                 database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             return list(getattr(runner, action)(target))

@@ -17,17 +17,20 @@ import signal
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import FrameType
 from typing import Any
 
 import peewee
 
+from .actor import acting_as, describe
 from .agent import AgentHandle
 from .database import open_database, redact, resolve_url
 from .encryption import Keyring
 from .errors import ConfigurationError, IntegrityError, NotFoundError, OptistateError
+from .events import Event, compact, history
+from .events import revision as newest_revision
 from .fields import check_text, utcnow
 from .leases import DEFAULT_TTL, LeaseInfo, check_ttl
 from .leases import locks as held_leases
@@ -40,6 +43,7 @@ from .partitions import retain as retain_metrics
 from .registration import Registrar
 from .registry import Registry
 from .schema import migrate as apply_migrations
+from .watch import ConfigFreshener, watch
 
 __all__ = ["Store", "connect"]
 
@@ -53,6 +57,9 @@ def connect(
     plugins: Registry | None = None,
     max_buffer: int = MAX_BUFFER,
     secret_key: str | Sequence[str] | None = None,
+    watch: bool = True,
+    listen_url: str | None = None,
+    actor: str | None = None,
 ) -> Store:
     """Open a store on ``url``, ``$OPTISTATE_DATABASE_URL``, or ``sqlite:///optistate.db``.
 
@@ -64,6 +71,12 @@ def connect(
     :param secret_key: the Fernet key, or keys newest first, that sensitive config values are
         encrypted with (see :mod:`optistate.encryption`); by default ``$OPTISTATE_SECRET_KEY``
         (comma-separated), and without either, values are stored in plain text.
+    :param watch: keep the config caches of this store's agent handles current from the change log,
+        from a daemon thread (see :mod:`optistate.watch`); False: only ``refresh()`` reads anew.
+    :param listen_url: the direct PostgreSQL URL that watches ``LISTEN`` on, when ``url`` goes through a
+        transaction-mode pooler; by default ``$OPTISTATE_LISTEN_URL``, else ``url``.
+    :param actor: who the change log records for this store's own writes; by default this process's
+        user, host and pid. An agent that ``start_agent`` returns writes as itself.
     :raises ConfigurationError: a key that is not a Fernet key, or a key without the ``secrets`` extra.
     """
     keyring = Keyring.from_setting(secret_key)
@@ -73,7 +86,10 @@ def connect(
         apply_migrations(database)
         ensure_partitions(database, utcnow() - PERIOD, utcnow() + PREPARED_AHEAD)  # PostgreSQL's metric days
     database.bind(MODELS)
-    return Store(database, plugins or Registry(), url=redact(url), max_buffer=max_buffer, keyring=keyring)
+    return Store(
+        database, plugins or Registry(), url=redact(url), max_buffer=max_buffer, keyring=keyring, watch=watch,
+        listen_url=listen_url, actor=actor,
+    )  # fmt: skip
 
 
 class Store:
@@ -87,8 +103,14 @@ class Store:
         url: str = "",
         max_buffer: int = MAX_BUFFER,
         keyring: Keyring | None = None,
+        watch: bool = True,
+        listen_url: str | None = None,
+        actor: str | None = None,
     ):
         self.database, self.plugins, self.url, self.max_buffer = database, plugins, url, max_buffer
+        self.actor = database.actor = actor or describe()  # type: ignore[attr-defined]
+        self.watching, self.listen_url = watch, listen_url
+        self._freshener: ConfigFreshener | None = None
         self.keyring = keyring if keyring is not None else Keyring()
         self.models = bound_models(database, self.keyring)
         self._agents: weakref.WeakValueDictionary[uuid.UUID, AgentHandle] = weakref.WeakValueDictionary()
@@ -105,7 +127,10 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Flush the metrics of every agent handle this store made, and close the connection."""
+        """Flush the metrics of every agent handle this store made, stop its config watch, close the connection."""
+        if self._freshener is not None:
+            self._freshener.stop()
+            self._freshener = None
         for agent in list(self._agents.values()):
             agent.flush()
         self.database.close()
@@ -141,11 +166,13 @@ class Store:
         if endpoint is not None:
             check_text("endpoint", endpoint, fields["endpoint"].max_length, required=False)
         ttl = check_ttl("ttl", ttl)
+        actor = describe(name)
         try:
-            row = self._registrar.register(agent_type, name, version, endpoint, ttl)
+            with acting_as(actor):
+                row = self._registrar.register(agent_type, name, version, endpoint, ttl)
         except peewee.IntegrityError as exc:
             raise IntegrityError.from_driver(exc) from None
-        agent = self._started[row.id] = self._handle(row)
+        agent = self._started[row.id] = self._handle(row, actor)
         self.plugins.notify("agent_started", agent=agent)  # a failing plugin is logged there, by name
         return agent
 
@@ -170,11 +197,13 @@ class Store:
             types = ", ".join(sorted(r.type for r in rows))
             raise NotFoundError("agent", name, f"the name is used by several types ({types}); give the type too")
         running = self._agents.get(rows[0].id)
-        return running if running is not None else self._handle(rows[0])
+        return running if running is not None else self._handle(rows[0], self.actor)
 
-    def _handle(self, row: Agent) -> AgentHandle:
-        agent = AgentHandle(self.database, self.models, self.plugins, row, max_buffer=self.max_buffer)
+    def _handle(self, row: Agent, actor: str) -> AgentHandle:
+        agent = AgentHandle(self.database, self.models, self.plugins, row, actor=actor, max_buffer=self.max_buffer)
         self._agents[row.id] = agent
+        if self.watching and (self._freshener is None or not self._freshener.running):  # before any cache loads
+            self._freshener = ConfigFreshener(self.database, self._agents, self.listen_url)
         return agent
 
     def handle_signals(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
@@ -260,6 +289,46 @@ class Store:
         partition's older rows; SQLite deletes in batches. Nothing at or after the cutoff is deleted.
         """
         return retain_metrics(self.database, metrics)
+
+    # -- the change log (see optistate.events and optistate.watch) ---------------------
+
+    def revision(self) -> int:
+        """The newest revision of the change log (0 before any change)."""
+        return newest_revision(self.database)
+
+    def history(
+        self,
+        agent: str | None = None,
+        key: str | None = None,
+        *,
+        kinds: Iterable[str] | None = None,
+        since: int | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """The kept events, oldest first; see :func:`optistate.events.history`."""
+        return history(self.database, agent, key, kinds=kinds, since=since, limit=limit)
+
+    def watch(
+        self,
+        since: int | None = None,
+        agent: str | None = None,
+        kinds: Iterable[str] | None = None,
+        *,
+        key: str | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Event]:
+        """Every event after ``since`` (default: from now), in revision order, as they commit; blocks.
+
+        See :func:`optistate.watch.watch`: it never skips or repeats one, across lost
+        connections and server restarts. ``timeout``: end after that many quiet seconds.
+
+        :raises Compacted: events after ``since`` were compacted away.
+        """
+        return watch(self.database, since, agent, kinds, key=key, timeout=timeout, listen_url=self.listen_url)
+
+    def compact(self, keep: timedelta) -> int:
+        """Forget events older than ``keep``; return how many; see :func:`optistate.events.compact`."""
+        return compact(self.database, keep)
 
     def locks(self) -> list[LeaseInfo]:
         """Every lease held now: resource, holder agent's name and id, token, acquired_at, expires_at."""

@@ -42,6 +42,7 @@ __all__ = [
     "VERSION",
     "export_file",
     "import_file",
+    "columns",
     "to_json",
     "row_count",
     "count_lines",
@@ -72,9 +73,14 @@ def _encode(field: peewee.Field, value: Any) -> Any:
     return value
 
 
+def columns(model: type[peewee.Model]) -> list[peewee.Field]:
+    """The fields a file carries: all but ``revision``, which is the store's own (an import gets new ones)."""
+    return [f for f in model._meta.sorted_fields if f.name != "revision"]
+
+
 def to_json(row: peewee.Model) -> dict[str, Any]:
     """A row as a JSON-ready dict keyed by column name (the export's row form)."""
-    return {f.column_name: _encode(f, row.__data__.get(f.name)) for f in row._meta.sorted_fields}
+    return {f.column_name: _encode(f, row.__data__.get(f.name)) for f in columns(type(row))}
 
 
 def row_count(store: Store) -> int:
@@ -124,7 +130,7 @@ def _export(store: Store, out: IO[bytes], progress: Progress, decrypt: bool) -> 
                   "exported_at": utcnow().isoformat(timespec="microseconds"), "optistate": __version__}
         out.write(dumps(header).encode() + b"\n")
         for table, model in tables.items():
-            fields = model._meta.sorted_fields
+            fields = columns(model)
             for values in model.select(*fields).order_by(model.id).tuples().iterator():
                 row = {f.column_name: _encode(f, v) for f, v in zip(fields, values, strict=True)}
                 if decrypt and table == "agent_configs" and row["is_sensitive"]:
@@ -219,12 +225,12 @@ class _Importer:
         if table not in self.tables:
             raise self.fail(number, f"unknown table {table!r}; expected one of {', '.join(self.tables)}")
         model = self.tables[table]
-        columns = {f.column_name: f for f in model._meta.sorted_fields}
-        if set(data) != set(columns):
-            missing, extra = sorted(set(columns) - set(data)), sorted(set(data) - set(columns))
+        named = {f.column_name: f for f in columns(model)}
+        if set(data) != set(named):
+            missing, extra = sorted(set(named) - set(data)), sorted(set(data) - set(named))
             raise self.fail(number, f"{table} row: missing columns {missing or '-'}, unknown columns {extra or '-'}")
         try:
-            row = {field: self.decode(field, data[column]) for column, field in columns.items()}
+            row = {field: self.decode(field, data[column]) for column, field in named.items()}
             self.check(model, row)
         except OptistateError as exc:
             raise self.fail(number, f"{table}: {exc}") from None

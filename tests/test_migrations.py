@@ -26,9 +26,14 @@ from optistate.testing import run_together
 
 REPO = Path(__file__).resolve().parent.parent
 ALL = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults", "0004_liveness_and_leases",
-       "0005_partitioned_metrics"]
+       "0005_partitioned_metrics", "0006_change_log"]
 TABLES = {"agents", "agent_configs", "agent_states", "agent_capabilities", "agent_metrics"}
 ALL_TABLES = TABLES | {"agent_leases"}  # 0004's leases are not among the defaulted tables
+
+
+def change_log(db: peewee.Database) -> set[str]:
+    """0006's tables: the log, its revision counter, and on SQLite the actor's row."""
+    return {"agent_events", "optistate_revision"} | ({"optistate_actor"} if is_sqlite(db) else set())
 PROCESSES = 4
 LONG_AGO = datetime(2024, 5, 1, tzinfo=timezone.utc)
 
@@ -60,7 +65,7 @@ class TestMigrate:
         assert schema.migrate(empty) == ALL
         assert schema.migrate(empty) == []
 
-        assert tables(empty) == ALL_TABLES | {HISTORY_TABLE}
+        assert tables(empty) == ALL_TABLES | change_log(empty) | {HISTORY_TABLE}
         assert schema.status(empty) == [MigrationStatus(name, True) for name in ALL]
 
     def test_up_to_a_target(self, empty):
@@ -72,6 +77,9 @@ class TestMigrate:
     def test_rollback_reverts_the_latest(self, empty):
         schema.migrate(empty)
 
+        assert schema.rollback(empty) == ["0006_change_log"]
+        assert tables(empty) == ALL_TABLES | {HISTORY_TABLE}
+        assert "revision" not in {c.name for c in empty.get_columns("agent_configs")}
         assert schema.rollback(empty) == ["0005_partitioned_metrics"]
         assert tables(empty) == ALL_TABLES | {HISTORY_TABLE}
         assert set(empty.get_tables()) == ALL_TABLES | {HISTORY_TABLE}  # no partition is left
@@ -209,13 +217,18 @@ class TestDefaults:
     def test_defaults_leave_rows_indexes_triggers_and_constraints_alone(self, empty):
         schema.migrate(empty, "0002_agent_state_tables")
         with empty.bind_ctx(MODELS):
-            agent = uuid.uuid4()  # inserted by hand: the model has columns of later migrations (ttl_seconds)
+            # inserted by hand: the models have columns of later migrations (ttl_seconds, revision)
+            agent, config = uuid.uuid4(), uuid.uuid4()
             stamp, marks = Agent.last_heartbeat.db_value(LONG_AGO), ", ".join([empty.param] * 7)
             empty.execute_sql(
                 "INSERT INTO agents (id, type, name, version, status, last_heartbeat, created_at, updated_at) "
                 f"VALUES ({marks}, {empty.param})", (agent.hex, "t", "kept", "1", "active", stamp, stamp, stamp)
             )
-            config = AgentConfig.create(agent=agent, config_key="k", config_value="1", updated_at=LONG_AGO)
+            empty.execute_sql(
+                "INSERT INTO agent_configs (id, agent_id, config_key, config_value, config_type, is_sensitive,"
+                f" created_at, updated_at) VALUES ({marks}, {empty.param})",
+                (config.hex, agent.hex, "k", "1", "string", False, stamp, stamp),
+            )
         objects, rows, statements = schema_objects(empty), every_row(empty), table_statements(empty)
 
         assert schema.migrate(empty, "0003_database_defaults") == ["0003_database_defaults"]
@@ -226,7 +239,7 @@ class TestDefaults:
         schema.migrate(empty)
         empty.execute_sql("UPDATE agent_configs SET description = 'touched'")  # the trigger still fires
         with empty.bind_ctx(MODELS):
-            assert AgentConfig.get_by_id(config.id).updated_at > LONG_AGO
+            assert AgentConfig.get_by_id(config).updated_at > LONG_AGO
             empty.execute_sql("DELETE FROM agents")  # and the cascade still runs
             assert AgentConfig.select().count() == 0
 
@@ -277,7 +290,7 @@ def test_concurrent_migrate_from_processes(db_url):
     assert sorted(name for _, names in outcomes for name in names) == ALL  # each applied by exactly one process
     db = open_database(db_url)
     assert [row[0] for row in db.execute_sql(f"SELECT name FROM {HISTORY_TABLE} ORDER BY name")] == ALL
-    assert sorted(tables(db)) == sorted(ALL_TABLES | {HISTORY_TABLE})  # each table exists once
+    assert sorted(tables(db)) == sorted(ALL_TABLES | change_log(db) | {HISTORY_TABLE})  # each table exists once
     db.close()
 
 
@@ -327,7 +340,8 @@ def test_installed_wheel_migrates(tmp_path):
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["applied"] == ALL
-    assert set(report["tables"]) == ALL_TABLES | {HISTORY_TABLE}
+    change_log = {"agent_events", "optistate_revision", "optistate_actor"}  # SQLite's
+    assert set(report["tables"]) == ALL_TABLES | change_log | {HISTORY_TABLE}
     assert all(Path(file).is_relative_to(site / "optistate") for file in report["files"]), report["files"]
     installed = {path.name for path in site.iterdir()}
     assert "optistate" in installed

@@ -127,7 +127,7 @@ def test_the_migration_keeps_every_row_of_a_populated_table_and_its_downgrade_to
                " FROM agent_metrics"
     before = db.execute_sql(checksum).fetchone()
     assert before[0] == rows
-    assert schema.migrate(db) == ["0005_partitioned_metrics"]
+    assert schema.migrate(db, "0005_partitioned_metrics") == ["0005_partitioned_metrics"]
     assert db.execute_sql(checksum).fetchone() == before
     assert db.execute_sql(f"SELECT count(*) FROM {DEFAULT_PARTITION}").fetchone()[0] >= rows // 1000
     assert len(partitions(db)) > 40
