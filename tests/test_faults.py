@@ -8,6 +8,7 @@ The README's "Guarantees" section states what these tests hold it to.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import logging
 import signal
 import socket
@@ -394,3 +395,57 @@ def test_a_signal_inside_a_transaction_is_handled_when_it_commits(db_url):
         assert agent.state().resource_usage == {"cpu_percent": 7}  # the interrupted transaction committed
         assert sorted(p.metric_value for p in agent.metrics("m")) == [float(i) for i in range(251)]
         assert agent.registration().status == "offline"
+
+
+# --- the change log's watch -----------------------------------------------------------
+
+
+def _write_thresholds(url: str, values: list[int]) -> None:
+    """Set each value in turn from another process, retrying through the server's restart.
+
+    A retried write whose first attempt did commit sets the same value again,
+    which changes nothing tracked: still one event per value.
+    """
+    store = optistate.connect(url, watch=False)
+    agent = store.agent("watched")
+    for value in values:
+        while True:
+            try:
+                agent.config.set("cost_threshold_usd", value)
+                break
+            except ConnectionError:
+                time.sleep(0.05)
+        time.sleep(0.01)
+    store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_watch_across_a_restart_skips_and_repeats_nothing_and_a_resumed_one_gets_exactly_the_rest(server, mode):
+    store = optistate.connect(server.test_url)
+    store.start_agent("cost", name="watched")
+    start = store.revision()
+    values = list(range(1, 61))
+    seen: list = []
+
+    def follow() -> None:  # one watch, from start to the last value
+        for event in store.watch(since=start, key="cost_threshold_usd", timeout=30):
+            seen.append(event)
+            if event.new["config_value"] == str(values[-1]):
+                return
+
+    watcher = threading.Thread(target=follow)
+    watcher.start()
+    writer = multiprocessing.get_context("spawn").Process(target=_write_thresholds, args=(server.test_url, values))
+    writer.start()
+    time.sleep(0.4)
+    server.restart(mode)  # mid-stream: the watcher's reads and LISTEN session and the writer's connection all go
+    writer.join(60)
+    watcher.join(60)
+    assert writer.exitcode == 0
+    assert [int(e.new["config_value"]) for e in seen] == values  # none skipped, none repeated, in order
+    stopped_at = seen[len(seen) // 2].revision
+    resumed = list(store.watch(since=stopped_at, key="cost_threshold_usd", timeout=0.5))
+    assert resumed == [e for e in seen if e.revision > stopped_at]
+    assert resumed == store.history(key="cost_threshold_usd", since=stopped_at)
+    store.close()
