@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import statistics
 import time
 import uuid
@@ -131,6 +132,87 @@ def bench_config(store: optistate.Store, raw: Any, repeat: int) -> None:
     raw.rollback()
 
 
+def bench_leases(store: optistate.Store, raw: Any, repeat: int) -> None:
+    """lock() then release(): the same two statements from psycopg2, the release with the token it got."""
+    agent = store.start_agent("resource", name="leases")
+    lease, (acquire,) = captured(lambda: agent.lock("bench-ours"))
+    _, (release,) = captured(lease.release)
+
+    def ours() -> None:
+        agent.lock("bench-ours").release()
+
+    def params(statement: tuple[str, Any], token: int | None = None) -> list[Any]:
+        values = ["bench-raw" if value == "bench-ours" else value for value in statement[1]]
+        return values if token is None else [*values[:-1], token]  # the release's last parameter is the token
+
+    raw.autocommit = True
+    cursor = raw.cursor()
+
+    def theirs() -> None:
+        cursor.execute(acquire[0], params(acquire))
+        token = cursor.fetchone()[0]
+        cursor.execute(release[0], params(release, token))
+
+    report("lock() + release()", *compare(ours, theirs, repeat), note="(2 statements; target ≤ 1.30x)")
+    raw.autocommit = False
+
+
+def _write_in_turn(url: str, values: int, stamps: Any) -> None:
+    """Another process: set the config to 1, 2, … in turn, sending the wall-clock time of each commit."""
+    store = optistate.connect(url, watch=False)
+    agent = store.agent("fresh")
+    for value in range(1, values + 1):
+        stamps.recv()  # the reader is ready for the next value
+        agent.config.set("cost_threshold_usd", value)
+        stamps.send(time.time())
+    store.close()
+
+
+def bench_freshness(url: str, samples: int) -> None:
+    """How long until a value another process commits is what ``agent.config[key]`` reads, with no refresh()."""
+    store = optistate.connect(url)  # watch=True: the store's config watch keeps the cache current
+    agent = store.start_agent("cost", name="fresh")
+    agent.config["cost_threshold_usd"]  # cached from now on
+    ours, theirs = multiprocessing.Pipe()
+    writer = multiprocessing.get_context("spawn").Process(target=_write_in_turn, args=(url, samples, theirs))
+    writer.start()
+    delays = []
+    for value in range(1, samples + 1):
+        ours.send(None)
+        committed = ours.recv()
+        while agent.config["cost_threshold_usd"] != value:
+            time.sleep(0.0002)
+        delays.append(time.time() - committed)
+    writer.join()
+    store.close()
+    delays.sort()
+    p50, p99 = delays[len(delays) // 2], delays[min(len(delays) - 1, int(len(delays) * 0.99))]
+    print(f"{'config freshness, cross-process':<34} p50 {p50 * 1e3:>8.1f} ms   p99 {p99 * 1e3:>8.1f} ms"
+          f"   ({samples} changes; target ≤ 1000 ms)")
+
+
+def bench_watch(store: optistate.Store, raw: Any, events: int) -> None:
+    """Events per second a watcher reads, from a backlog of one statement's changes; and a writer's rate."""
+    agent = store.start_agent("cost", name="watched")
+    for i in range(events // 100):  # keys to change: one event per row per UPDATE
+        agent.config.set(f"key_{i}", 0, config_type="integer")
+    start = store.revision()
+    cursor = raw.cursor()
+    for round_ in range(1, 101):
+        cursor.execute("UPDATE agent_configs SET config_value = %s WHERE config_key LIKE 'key_%%'", (str(round_),))
+        raw.commit()
+    made = store.revision() - start
+    began = time.perf_counter()
+    read = sum(1 for _ in store.watch(since=start, timeout=0.2))
+    took = time.perf_counter() - began - 0.2  # less the quiet time that ends the watch
+    began = time.perf_counter()
+    for value in range(200):
+        agent.config.set("cost_threshold_usd", value + 1)
+    written = 200 / (time.perf_counter() - began)
+    print(f"{'watch: events read':<34} {read / took:>10,.0f} events/s ({read} of {made})   "
+          f"one writer's config.set(): {written:>7,.0f} events/s")
+
+
 def bench_ingest(store: optistate.Store, raw: Any, points: int) -> None:
     agent = store.start_agent("performance", name="ingest")
     agent.buffer.size = points + 1  # one flush, as the raw side does one COPY
@@ -165,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="a PostgreSQL URL (default: $TEST_PG_DSN or a throwaway server)")
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=500)
+    parser.add_argument("--events", type=int, default=20_000, help="the change-log backlog a watch reads")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         base = args.dsn or stack.enter_context(postgres_dsn())
@@ -174,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         admin.cursor().execute(f"CREATE DATABASE {name}")
         url = f"{base.rsplit('/', 1)[0]}/{name}"
         try:
-            store = stack.enter_context(optistate.connect(url))
+            store = stack.enter_context(optistate.connect(url, watch=False))  # no config watch in the counts
             raw = psycopg2.connect(url)
             print(
                 f"optistate {optistate.__version__} on {store.database.server_version} (PostgreSQL), "
@@ -183,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             bench_start(store, raw, args.repeat)
             bench_heartbeat(store, raw, args.repeat)
             bench_config(store, raw, args.repeat)
+            bench_leases(store, raw, args.repeat)
+            bench_freshness(url, 100)
+            bench_watch(store, raw, args.events)
             bench_ingest(store, raw, args.points)
             raw.close()
             store.close()
