@@ -2,8 +2,8 @@
 
 Every write is shaped as one statement where it can be: a heartbeat is one
 round trip on PostgreSQL, a config change one upsert, a workflow step one
-UPDATE. Reads of config are served from memory after the first; call
-``agent.config.refresh()`` to see a value that another process changed.
+UPDATE. Reads of config are served from memory after the first, and the
+store keeps them current from the change log (:mod:`optistate.watch`).
 """
 
 from __future__ import annotations

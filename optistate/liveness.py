@@ -70,7 +70,8 @@ WITH stale AS (
     UPDATE agents a SET status = '{_OFFLINE}' FROM stale WHERE a.id = stale.id RETURNING a.id
 ), freed AS (
     UPDATE agent_leases l SET holder_id = NULL, expires_at = least(l.expires_at, clock_timestamp())
-    FROM reaped WHERE l.holder_id = reaped.id
+    FROM (SELECT resource FROM agent_leases WHERE holder_id IN (SELECT id FROM reaped) FOR UPDATE SKIP LOCKED) f
+    WHERE l.resource = f.resource
 ), idled AS (
     UPDATE agent_states s SET status = 'idle', current_workflow = NULL, workflow_data = '{{}}'::jsonb,
         resource_locks = '[]'::jsonb
@@ -88,7 +89,12 @@ def reap(database: peewee.Database, models: Any) -> list[Any]:
     reaper (or the agent itself) has locked, so concurrent reapers neither
     wait on nor reap the same agent twice; on SQLite it is one write
     transaction. An agent reaped while still running stays offline: its
-    heartbeats do not bring it back, and its leases are gone.
+    heartbeats do not bring it back, and its leases are gone, except one
+    inside a running ``fenced()`` block, which is skipped and left to expire.
+
+    On PostgreSQL the statement runs after taking the change log's revision
+    lock (see :mod:`optistate.events`), so it never holds an agent's row while
+    waiting for that lock, which a transaction changing the same agent may hold.
     """
     agent = models.Agent
     if clock(database).sqlite:
@@ -108,7 +114,9 @@ def reap(database: peewee.Database, models: Any) -> list[Any]:
                     status=AgentStatus.IDLE.value, current_workflow=None, workflow_data={}, resource_locks=[]
                 ).where(state.agent.in_(ids)).execute()
     else:
-        ids = [row[0] for row in database.execute_sql(_REAP_POSTGRES).fetchall()]
+        with database.atomic():
+            database.execute_sql("SELECT revision FROM optistate_revision FOR UPDATE")
+            ids = [row[0] for row in database.execute_sql(_REAP_POSTGRES).fetchall()]
     return list(agent.select().where(agent.id.in_(ids)).order_by(agent.type, agent.name)) if ids else []
 
 

@@ -8,8 +8,8 @@ The README's "Guarantees" section states what these tests hold it to.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import logging
+import multiprocessing
 import signal
 import socket
 import subprocess

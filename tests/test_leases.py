@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -225,3 +226,42 @@ def test_cli_shows_liveness_reaps_and_lists_locks(db_url):
     assert run("reap").output.strip() == "reaped 1: gone"
     assert run("reap").output.strip() == "no stale agents"
     assert {r["name"]: r["liveness"] for r in json.loads(run("agents", "--json").output)}["gone"] == "offline"
+
+
+def test_a_reaper_and_a_fenced_block_of_the_stale_agent_both_finish(store, backend):
+    """The fenced block holds its lease row, then changes a tracked row (taking the revision lock); the reaper
+    takes the revision lock first and skips the locked lease, so neither waits on the other in a cycle."""
+    agent = store.start_agent("resource", name="slow", ttl=0.2)
+    lease = agent.lock("gpu_pool", ttl=30)
+    time.sleep(0.3)  # stale by its heartbeat; the lease is still valid
+    inside, go_on, errors = threading.Event(), threading.Event(), []
+
+    def fenced_work() -> None:
+        try:
+            with lease.fenced():
+                inside.set()
+                go_on.wait(10)
+                agent.config.set("check_interval_seconds", 99, config_type="integer")
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=fenced_work)
+    worker.start()
+    inside.wait(10)
+    def reap() -> None:
+        try:
+            errors.extend([] if store.reap() else ["nothing reaped"])
+        except Exception as exc:
+            errors.append(exc)
+
+    reaper = threading.Thread(target=reap)
+    reaper.start()
+    time.sleep(0.3)  # the reaper is at work, or done
+    go_on.set()
+    worker.join(20)
+    reaper.join(20)
+    assert errors == []
+    assert agent.registration().status == "offline"
+    held = [(held.resource, held.holder) for held in store.locks()]
+    # PostgreSQL: skipped, it expires by its TTL; SQLite: the block held the file's write lock, the reaper came after
+    assert held == ([] if backend == "sqlite" else [("gpu_pool", "slow")])
