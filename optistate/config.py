@@ -61,9 +61,17 @@ class ConfigView:
         """Re-read every config of the agent from the database (one SELECT)."""
         self._load()
 
-    def invalidate(self) -> None:
-        """Drop the cache; the next read loads it again (called when the change log shows a change)."""
-        self._rows = None
+    def invalidate(self, key: str | None = None, revision: int | None = None) -> None:
+        """Drop the cache; the next read loads it again.
+
+        With ``key`` and ``revision`` (a change the log shows), only if the cache
+        does not hold that change yet: a write of this view, read back since, is
+        not read again.
+        """
+        rows = self._rows
+        cached = rows.get(key) if rows is not None and key is not None else None
+        if cached is None or revision is None or cached.revision < revision:
+            self._rows = None
 
     def entries(self) -> list[AgentConfig]:
         """The config rows, ordered by key."""

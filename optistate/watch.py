@@ -201,7 +201,7 @@ class ConfigFreshener:
                         since = event.revision
                         handle = self.handles.get(event.agent_id) if event.agent_id else None
                         if handle is not None:
-                            handle.config.invalidate()
+                            handle.config.invalidate(event.key, event.revision)
                 except Compacted:  # fell behind a compaction: every cache may be stale
                     since = None
                     for handle in list(self.handles.values()):

@@ -290,7 +290,8 @@ class TestConfig:
         probe.config.refresh()
         assert probe.config["target_percent"] == 75
 
-    def test_reads_are_cached_until_refresh(self, probe, store):
+    def test_reads_are_cached_until_refresh(self, probe, store, db_url):
+        probe = optistate.connect(db_url, plugins=store.plugins, watch=False).agent("Probe 1")  # no config watch
         assert probe.config["batch_size"] == 32
         other = optistate.Store(store.database, store.plugins).agent("Probe 1")
         other.config.set("batch_size", 99)
