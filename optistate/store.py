@@ -17,7 +17,7 @@ import signal
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from types import FrameType
 from typing import Any
@@ -34,10 +34,12 @@ from .events import revision as newest_revision
 from .fields import check_text, utcnow
 from .leases import DEFAULT_TTL, LeaseInfo, check_ttl
 from .leases import locks as held_leases
-from .liveness import alive_condition, liveness, now_column, parse_stamp, stale_condition
+from .liveness import alive_condition, stale_condition
 from .liveness import reap as reap_stale
 from .metrics import MAX_BUFFER, flush_all
 from .models import MODELS, Agent, AgentStatus, bound_models
+from .overview import overview as agents_overview
+from .overview import reported_status
 from .partitions import PERIOD, PREPARED_AHEAD, Retained, ensure_partitions
 from .partitions import retain as retain_metrics
 from .registration import Registrar
@@ -272,7 +274,7 @@ class Store:
             query = query.where((alive_condition if alive else stale_condition)(self.database, m.Agent))
         if status is not None:
             query = query.join(m.AgentState, peewee.JOIN.LEFT_OUTER, on=(m.AgentState.agent == m.Agent.id))
-            query = query.where(self._reported_status(status))
+            query = query.where(reported_status(m, status))
         return list(query)
 
     def reap(self) -> list[Agent]:
@@ -334,63 +336,14 @@ class Store:
         """Every lease held now: resource, holder agent's name and id, token, acquired_at, expires_at."""
         return held_leases(self.database)
 
-    def _reported_status(self, status: str) -> Any:
-        """The condition "reports ``status``": ``offline`` is the registration's, the others the state row's."""
-        m = self.models
-        if status == AgentStatus.OFFLINE:
-            return m.Agent.status == status
-        return (m.AgentState.status == status) & (m.Agent.status != AgentStatus.OFFLINE.value)
-
     def overview(self, type: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """One summary per agent, by type then name, in three queries whatever the number of agents.
+        """One summary per agent, by type then name, in one query whatever the number of agents.
 
         ``status`` is the run-time status (``agent_states.status``), except that a
         stopped agent reports ``offline``; ``registered_status`` is ``agents.status``.
         The ``status`` parameter filters on what is reported. ``liveness`` is
         ``alive``, ``stale`` or ``offline`` and ``heartbeat_age_seconds`` the age,
-        both by the database's clock.
+        both by the database's clock. ``locks`` are the names the state row gives;
+        ``leases`` the leases the agent holds now (resource, token, acquired_at, expires_at).
         """
-        m = self.models
-        query = (
-            m.Agent.select(m.Agent, m.AgentState, now_column(self.database))
-            .join(m.AgentState, peewee.JOIN.LEFT_OUTER, on=(m.AgentState.agent == m.Agent.id), attr="run_state")
-            .order_by(m.Agent.type, m.Agent.name)
-        )
-        if type is not None:
-            query = query.where(m.Agent.type == type)
-        if status is not None:
-            query = query.where(self._reported_status(status))
-        configs = _per_agent(m.AgentConfig.select(m.AgentConfig.agent, peewee.fn.COUNT(m.AgentConfig.id)))
-        enabled = peewee.Case(None, [(m.AgentCapability.is_enabled == True, 1)], 0)  # noqa: E712 - SQL, not Python
-        cap = m.AgentCapability
-        capabilities = _per_agent(cap.select(cap.agent, peewee.fn.COUNT(cap.id), peewee.fn.SUM(enabled)))
-        rows = []
-        for agent in query:
-            state = getattr(agent, "run_state", None)
-            state = state if state is not None and state.id is not None else None
-            heartbeat = state.last_heartbeat if state is not None else agent.last_heartbeat
-            now = parse_stamp(agent.db_now) or utcnow()
-            total, on = capabilities.get(agent.id, (0, 0))
-            rows.append({
-                "id": str(agent.id), "type": agent.type, "name": agent.name, "version": agent.version,
-                "endpoint": agent.endpoint, "registered_status": agent.status,
-                "status": agent.status if state is None or agent.status == AgentStatus.OFFLINE else state.status,
-                "liveness": liveness(agent.status, agent.last_heartbeat, agent.ttl_seconds, now),
-                "ttl_seconds": agent.ttl_seconds,
-                "workflow": state.current_workflow if state is not None else None,
-                "workflow_data": state.workflow_data if state is not None else {},
-                "locks": state.resource_locks if state is not None else [],
-                "error_count": state.error_count if state is not None else 0,
-                "last_error": state.last_error if state is not None else None,
-                "last_heartbeat": heartbeat.isoformat(timespec="microseconds"),
-                "heartbeat_age_seconds": round((now - heartbeat).total_seconds(), 3),
-                "configs": configs.get(agent.id, (0,))[0],
-                "capabilities": int(total), "capabilities_enabled": int(on or 0),
-            })
-        return rows
-
-
-def _per_agent(query: Any) -> Mapping[Any, tuple[Any, ...]]:
-    """``{agent_id: (aggregates...)}`` for a query selecting the agent column and aggregates."""
-    field = query.model.agent
-    return {row[0]: row[1:] for row in query.group_by(field).tuples()}
+        return agents_overview(self.database, self.models, type, status)

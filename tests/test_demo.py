@@ -132,7 +132,7 @@ def test_overview_queries_do_not_grow_with_agents(store):
         store.start_agent("cost", f"Extra {i}")
     with count_queries() as many:
         assert len(store.overview()) == 10
-    assert few.count == many.count == 3
+    assert few.count == many.count == 1
 
 
 @pytest.mark.parametrize(("kind", "status", "names"), [
@@ -144,3 +144,15 @@ def test_overview_queries_do_not_grow_with_agents(store):
 def test_overview_filters_by_type_and_run_time_status(store, kind, status, names):
     demo.run(store)
     assert [row["name"] for row in store.overview(kind, status)] == names
+
+
+def test_overview_is_one_row_per_agent_with_the_leases_it_holds_now(store):
+    demo.run(store)
+    cost, tuner = store.agent("Cost Optimizer"), store.agent("Performance Tuner")
+    taken = [cost.lock("gpu_pool", ttl=600), cost.lock("billing_data", ttl=600)]
+    tuner.lock("k8s_cluster", ttl=600).release()  # released: no longer held
+    rows = {row["name"]: row for row in store.overview()}
+    assert len(rows) == 4 == len(store.overview())
+    held = [(lease["resource"], lease["token"], lease["expires_at"]) for lease in rows["Cost Optimizer"]["leases"]]
+    assert held == sorted((t.resource, t.token, t.expires_at.isoformat(timespec="microseconds")) for t in taken)
+    assert rows["Performance Tuner"]["leases"] == [] and rows["Application Monitor"]["leases"] == []
