@@ -21,6 +21,7 @@ from . import __version__, demo, scaffold, schema, transfer
 from .cli_coordination import history, locks, reap, watch
 from .cli_metrics import Duration, retain
 from .cli_secrets import secrets
+from .cli_serve import serve
 from .cli_settings import capabilities, config
 from .cli_support import (
     RootGroup,
@@ -64,6 +65,7 @@ def cli(ctx: click.Context, url: str | None, debug: bool, verbose: bool) -> None
     optistate agent "Cost Optimizer"
     optistate config set "Cost Optimizer" cost_threshold_usd 2500
     optistate metrics "Cost Optimizer" --name average_savings_percent --agg avg
+    optistate serve                     the dashboard on http://127.0.0.1:8765/ (pip install 'optistate[web]')
     """
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
@@ -355,6 +357,7 @@ cli.add_command(watch)
 cli.add_command(capabilities)
 cli.add_command(secrets)
 cli.add_command(retain)
+cli.add_command(serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,7 @@ __all__ = [
     "Row",
     "flush_all",
     "new_id",
+    "newest_points",
 ]
 
 AGGREGATES = {
@@ -344,19 +345,18 @@ class MetricReader:
 
     def latest(self) -> list[AgentMetric]:
         """The newest point of each metric name, by name."""
-        model = self.model
-        newest = (
-            model.select(model.metric_name, peewee.fn.MAX(model.collection_timestamp).alias("at"))
-            .where(model.agent == self.agent_id)
-            .group_by(model.metric_name)
-        )
-        rows = (
-            model.select()
-            .join(newest, on=(model.metric_name == newest.c.metric_name) & (model.collection_timestamp == newest.c.at))
-            .where(model.agent == self.agent_id)
-            .order_by(model.metric_name)
-        )
-        latest: dict[str, AgentMetric] = {}
-        for row in rows:
-            latest.setdefault(row.metric_name, row)
-        return list(latest.values())
+        return newest_points(self.model, self.agent_id)
+
+
+def newest_points(model: Any, agent_id: uuid.UUID | None = None) -> list[AgentMetric]:
+    """The newest point of each metric of one agent (or of every agent), by agent then name, in one query."""
+    key = [model.agent, model.metric_name]
+    newest = model.select(*key, peewee.fn.MAX(model.collection_timestamp).alias("at")).group_by(*key)
+    if agent_id is not None:
+        newest = newest.where(model.agent == agent_id)
+    matches = (model.agent == newest.c.agent_id) & (model.metric_name == newest.c.metric_name)
+    rows = model.select().join(newest, on=matches & (model.collection_timestamp == newest.c.at))
+    latest: dict[tuple[Any, str], AgentMetric] = {}
+    for row in rows.order_by(model.agent, model.metric_name):
+        latest.setdefault((row.agent_id, row.metric_name), row)  # two points at the same newest time: one
+    return list(latest.values())
