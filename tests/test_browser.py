@@ -12,7 +12,9 @@ import math
 import os
 from datetime import timedelta
 
+import psycopg2
 import pytest
+from conftest import BACKENDS
 from test_serve import serving
 from test_web import SECRET, seeded
 
@@ -30,12 +32,28 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT = 30  # seconds a page may take to show what is awaited (a loaded CI machine)
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def database_url(request, tmp_path_factory):
+    """A new database on the cell's backend (py311-sqlite or py311-postgres), for the module's one server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('site') / 'demo.db'}"
+        return
+    server = request.getfixturevalue("pg_server")
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    admin.cursor().execute("CREATE DATABASE browser_site")
+    try:
+        yield f"{server.rsplit('/', 1)[0]}/browser_site"
+    finally:
+        admin.cursor().execute("DROP DATABASE browser_site WITH (FORCE)")
+        admin.close()
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(database_url, tmp_path_factory):
     """``optistate serve`` on the demo's database: Performance Tuner stopped, Resource Allocator holding a lease on
-    gpu_pool, and an hour of Cost Optimizer's points."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('site') / 'demo.db'}"
-    with optistate.connect(url) as store:
+    gpu_pool, and an hour of Cost Optimizer's points. Yields the base URL and that lease's token."""
+    with optistate.connect(database_url) as store:
         seeded(store)
         for kind, name in demo.AGENTS:
             store.start_agent(kind, name, version="1.0.0", ttl=3600)  # alive for the whole module
@@ -47,7 +65,7 @@ def site(tmp_path_factory):
             {"name": name, "value": value * (1 + 0.2 * math.sin(i / 6)), "unit": unit, "timestamp": now - timedelta(
                 minutes=i)} for name, value, unit, _ in demo.METRICS["cost"] for i in range(1, 60))
         cost.flush()
-    with open(tmp_path_factory.mktemp("log") / "serve.log", "w") as log, serving(url, log=log) as base:
+    with open(tmp_path_factory.mktemp("log") / "serve.log", "w") as log, serving(database_url, log=log) as base:
         yield base, lease.token
 
 
