@@ -336,14 +336,17 @@ class Store:
         """Every lease held now: resource, holder agent's name and id, token, acquired_at, expires_at."""
         return held_leases(self.database)
 
-    def overview(self, type: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def overview(
+        self, type: str | None = None, status: str | None = None, liveness: str | None = None
+    ) -> list[dict[str, Any]]:
         """One summary per agent, by type then name, in one query whatever the number of agents.
 
         ``status`` is the run-time status (``agent_states.status``), except that a
         stopped agent reports ``offline``; ``registered_status`` is ``agents.status``.
-        The ``status`` parameter filters on what is reported. ``liveness`` is
-        ``alive``, ``stale`` or ``offline`` and ``heartbeat_age_seconds`` the age,
-        both by the database's clock. ``locks`` are the names the state row gives;
-        ``leases`` the leases the agent holds now (resource, token, acquired_at, expires_at).
+        ``liveness`` is ``alive``, ``stale`` or ``offline`` and ``heartbeat_age_seconds``
+        the age, both by the database's clock. ``locks`` are the names the state row
+        gives; ``leases`` the leases the agent holds now (resource, token, acquired_at,
+        expires_at). The parameters filter on type, reported status and liveness.
+        See :mod:`optistate.overview`.
         """
-        return agents_overview(self.database, self.models, type, status)
+        return agents_overview(self.database, type, status, liveness)

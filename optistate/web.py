@@ -92,7 +92,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
     def overview_page(request: Request) -> Response:
         model = store.models.Agent
         types = [row.type for row in model.select(model.type).distinct().order_by(model.type)]
-        web_data.agents(store, request.query_params)  # refuses a bad filter here, not in the page's script
+        web_data.filters(request.query_params)  # a bad filter is refused here, not in the page's script
         return templates.TemplateResponse(request, "overview.html", {
             "types": types, "liveness": web_data.LIVENESS, "chosen": request.query_params,
         })  # fmt: skip
@@ -108,7 +108,7 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
 
     @reading
     def api_agents(request: Request) -> Response:
-        return JSONResponse(web_data.agents(store, request.query_params))
+        return Response(web_data.agents(store, request.query_params), media_type="application/json")
 
     @reading
     def api_agent(request: Request) -> Response:

@@ -19,6 +19,7 @@ from .leases import db_now
 from .liveness import liveness
 from .metrics import AGGREGATES
 from .models import AgentStatus
+from .overview import overview_json
 from .timeseries import parse_duration
 from .transfer import to_json
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .agent import AgentHandle
     from .store import Store
 
-__all__ = ["LIVENESS", "MAX_POINTS", "agent_detail", "agents", "charts", "metric_series", "window"]
+__all__ = ["LIVENESS", "MAX_POINTS", "agent_detail", "agents", "charts", "filters", "metric_series", "window"]
 
 LIVENESS = ("alive", "stale", "offline")
 MAX_POINTS = 10_000
@@ -39,12 +40,15 @@ def _choice(field: str, value: str | None, choices: Any) -> str | None:
     return value
 
 
-def agents(store: Store, params: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The overview (one query), filtered by ``type``, run-time ``status`` and ``liveness``."""
-    status = _choice("status", params.get("status"), [s.value for s in AgentStatus])
-    alive = _choice("liveness", params.get("liveness"), LIVENESS)
-    rows = store.overview(params.get("type") or None, status)
-    return [row for row in rows if alive is None or row["liveness"] == alive]
+def filters(params: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """The overview's ``type``, ``status`` and ``liveness`` filters (None: any), checked."""
+    status = _choice("status", params.get("status") or None, [s.value for s in AgentStatus])
+    return params.get("type") or None, status, _choice("liveness", params.get("liveness") or None, LIVENESS)
+
+
+def agents(store: Store, params: Mapping[str, str]) -> str:
+    """The overview as JSON text (one query, never decoded here), filtered as :func:`filters` reads them."""
+    return overview_json(store.database, *filters(params))
 
 
 def agent_detail(store: Store, handle: AgentHandle) -> dict[str, Any]:
