@@ -10,10 +10,11 @@ from . import schema
 from .cli_support import Session, pass_session
 from .errors import MASK, ConfigurationError, MigrationError
 
-__all__ = ["MIN_TOKEN", "TOKEN_VAR", "is_loopback", "serve"]
+__all__ = ["MIN_TOKEN", "SHUTDOWN_SECONDS", "TOKEN_VAR", "is_loopback", "serve"]
 
 TOKEN_VAR = "OPTISTATE_SERVE_TOKEN"
 MIN_TOKEN = 16
+SHUTDOWN_SECONDS = 3
 
 
 def is_loopback(host: str) -> bool:
@@ -61,4 +62,6 @@ def serve(session: Session, host: str, port: int, token: str | None) -> None:
         raise MigrationError(f"the database lacks migrations {', '.join(pending)}; run `optistate migrate` first")
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"optistate serve on {store.url}: http://{shown}:{port}/" + (" (token required)" if token else ""))
-    uvicorn.run(create_app(store, token), host=host, port=port, log_level="info", server_header=False)
+    # On SIGTERM or Ctrl-C, open requests get SHUTDOWN_SECONDS to finish; a live stream never does, so it is ended.
+    uvicorn.run(create_app(store, token), host=host, port=port, log_level="info", server_header=False,
+                timeout_graceful_shutdown=SHUTDOWN_SECONDS)
