@@ -33,7 +33,7 @@ def is_loopback(host: str) -> bool:
               help=f"Require this token on every request (at least {MIN_TOKEN} characters) [default: ${TOKEN_VAR}].")
 @pass_session
 def serve(session: Session, host: str, port: int, token: str | None) -> None:
-    """Serve the read-only dashboard, JSON API and Prometheus /metrics.
+    """Serve the dashboard, JSON API and /metrics (read-only).
 
     Pages: / (every agent, live) and /agents/NAME; JSON under /api/;
     Prometheus text at /metrics. With a token, a request needs the header
