@@ -24,7 +24,7 @@ from .models import AgentStatus
 __all__ = ["overview", "overview_json", "reported_status"]
 
 _OFFLINE = AgentStatus.OFFLINE.value
-# a.* is the agent, s.* its state row (NULL before it has one), c.n, p.n and p.on_ its counts.
+# a.* is the agent, s.* its state row (NULL before it has one), c.n, p.n and p.on_ its counts, h.held its leases.
 _REPORTED = f"CASE WHEN s.id IS NULL OR a.status = '{_OFFLINE}' THEN a.status ELSE s.status END"
 _HEARTBEAT = "COALESCE(s.last_heartbeat, a.last_heartbeat)"
 
@@ -38,7 +38,7 @@ class _Dialect(NamedTuple):
     age: str  # seconds from a stored timestamp to the database's now, to the millisecond
     json: str  # a JSON column's value as JSON inside an object
     uuid: str  # an id as the dashed text of str(uuid.UUID)
-    leases: str  # the agent's leases held now, as a JSON array ordered by resource
+    leases: str  # the leases held now: (holder_id, held), held a JSON array ordered by resource
 
 
 _POSTGRES = _Dialect(
@@ -48,8 +48,9 @@ _POSTGRES = _Dialect(
     age="round(extract(epoch FROM clock_timestamp() - {})::numeric, 3)",
     json="{}",
     uuid="{}",
-    leases="(SELECT json_agg(json_build_object('resource', l.resource, 'token', l.token, 'acquired_at', {acquired}, "
-    "'expires_at', {expires}) ORDER BY l.resource) FROM agent_leases l WHERE l.holder_id = a.id AND {held})",
+    leases="SELECT l.holder_id, json_agg(json_build_object('resource', l.resource, 'token', l.token, "
+    "'acquired_at', {acquired}, 'expires_at', {expires}) ORDER BY l.resource) AS held FROM agent_leases l "
+    "WHERE {held} GROUP BY l.holder_id",
 )
 _SQLITE = _Dialect(
     obj="json_object",
@@ -59,9 +60,10 @@ _SQLITE = _Dialect(
     json="json({})",
     uuid="lower(substr({0}, 1, 8) || '-' || substr({0}, 9, 4) || '-' || substr({0}, 13, 4) || '-' || "
     "substr({0}, 17, 4) || '-' || substr({0}, 21, 12))",  # stored as 32 hex digits
-    leases="(SELECT json_group_array(json_object('resource', resource, 'token', token, 'acquired_at', acquired, "
-    "'expires_at', expires)) FROM (SELECT l.resource, l.token, {acquired} AS acquired, {expires} AS expires "
-    "FROM agent_leases l WHERE l.holder_id = a.id AND {held} ORDER BY l.resource))",
+    leases="SELECT holder_id, json_group_array(json_object('resource', resource, 'token', token, "
+    "'acquired_at', acquired, 'expires_at', expires)) AS held FROM (SELECT l.holder_id, l.resource, l.token, "
+    "{acquired} AS acquired, {expires} AS expires FROM agent_leases l WHERE {held} "
+    "ORDER BY l.holder_id, l.resource) GROUP BY holder_id",  # SQLite aggregates in the order of the rows given
 )
 
 
@@ -88,7 +90,7 @@ def _statement(database: peewee.Database, filters: list[str]) -> str:
         "ttl_seconds": "a.ttl_seconds", "workflow": "s.current_workflow",
         "workflow_data": d.json.format("COALESCE(s.workflow_data, '{}')"),
         "locks": d.json.format("COALESCE(s.resource_locks, '[]')"),
-        "leases": d.json.format(f"COALESCE({leases}, '[]')"),
+        "leases": d.json.format("COALESCE(h.held, '[]')"),
         "error_count": "COALESCE(s.error_count, 0)", "last_error": d.json.format("s.last_error"),
         "last_heartbeat": d.stamp.format(_HEARTBEAT), "heartbeat_age_seconds": d.age.format(_HEARTBEAT),
         "configs": "COALESCE(c.n, 0)", "capabilities": "COALESCE(p.n, 0)", "capabilities_enabled": "COALESCE(p.on_, 0)",
@@ -102,6 +104,7 @@ def _statement(database: peewee.Database, filters: list[str]) -> str:
         "LEFT JOIN (SELECT agent_id, COUNT(*) AS n FROM agent_configs GROUP BY agent_id) c ON c.agent_id = a.id "
         "LEFT JOIN (SELECT agent_id, COUNT(*) AS n, SUM(CASE WHEN is_enabled THEN 1 ELSE 0 END) AS on_ "
         "FROM agent_capabilities GROUP BY agent_id) p ON p.agent_id = a.id "
+        f"LEFT JOIN ({leases}) h ON h.holder_id = a.id "
         f"WHERE {conditions} ORDER BY a.type, a.name"
     )
 

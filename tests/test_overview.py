@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -49,7 +50,9 @@ def test_leases_are_ordered_and_expired_ones_left_out(store):
     demo.run(store)
     cost = store.agent("Cost Optimizer")
     held = [cost.lock(name, ttl=600) for name in ("zeta", "alpha", "mid")]
-    cost.lock("gone", ttl=0.001)  # expired by the time the overview is read
+    cost.lock("released", ttl=600).release()
+    cost.lock("expired", ttl=0.001)
+    time.sleep(0.01)  # past its expiry by any clock (SQLite's counts milliseconds)
     leases = next(r for r in store.overview() if r["name"] == "Cost Optimizer")["leases"]
     assert leases == [
         {"resource": lease.resource, "token": lease.token, "acquired_at": lease.acquired_at.isoformat(
