@@ -72,6 +72,7 @@ def test_filters_by_type_status_and_liveness_in_the_query(store, filters, names)
     demo.run(store)
     store.agent("Performance Tuner").stop()
     store.start_agent("cost", name="Short TTL", ttl=0.001)
+    time.sleep(0.01)  # past its TTL by any clock (SQLite's counts milliseconds)
     assert [row["name"] for row in store.overview(**filters)] == names
     ageless = [{**row, "heartbeat_age_seconds": None} for row in json.loads(overview_json(store.database, **filters))]
     assert ageless == [{**row, "heartbeat_age_seconds": None} for row in store.overview(**filters)]
