@@ -1,10 +1,12 @@
 """``optistate serve``: the dashboard's Starlette app, read-only, on one store.
 
 Routes: the overview ``/``, the agent page ``/agents/{name}``, the JSON API
-under ``/api/`` (:mod:`optistate.web_data` builds its answers), Prometheus'
-``/metrics`` (:mod:`optistate.prometheus`), and, with a token, ``/login``
+under ``/api/`` (:mod:`optistate.web_data` builds its answers; the change log,
+paged and streamed, is :mod:`optistate.web_events`), Prometheus' ``/metrics``
+(:mod:`optistate.prometheus`), and, with a token, ``/login``
 (:mod:`optistate.web_auth`). The pages are HTML shells whose script
-(``static/dashboard.js``) renders them from the same API.
+(``static/dashboard.js``) renders them from the same API and redraws them on
+each event of the stream.
 
 Each endpoint that reads runs in Starlette's thread pool inside
 ``database.connection_context()``: peewee's connections are per thread, and
@@ -37,6 +39,7 @@ from .database import redact
 from .errors import NotFoundError, OptistateError, ValidationError, one_line
 from .prometheus import exposition
 from .web_auth import Guard, login_routes
+from .web_events import events_page, events_stream
 
 if TYPE_CHECKING:
     from .store import Store
@@ -122,12 +125,20 @@ def create_app(store: Store, token: str | None = None) -> Starlette:
     def prometheus(request: Request) -> Response:
         return Response(exposition(store), media_type=PROMETHEUS_TEXT)
 
+    def api_events(request: Request) -> Response:
+        return events_page(store, request.query_params)
+
+    async def api_events_stream(request: Request) -> Response:
+        return await events_stream(store, request)
+
     routes = [
         Route("/", overview_page),
         Route("/agents/{name:path}", agent_page),
         Route("/api/agents", api_agents),
         Route("/api/agents/{name:path}/metrics", api_metrics),
         Route("/api/agents/{name:path}", api_agent),
+        Route("/api/events", api_events),
+        Route("/api/events/stream", api_events_stream),
         Route("/metrics", prometheus),
         *login_routes(token),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

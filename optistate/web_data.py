@@ -25,11 +25,17 @@ from .transfer import to_json
 
 if TYPE_CHECKING:
     from .agent import AgentHandle
+    from .events import Event
     from .store import Store
 
-__all__ = ["LIVENESS", "MAX_POINTS", "agent_detail", "agents", "charts", "filters", "metric_series", "window"]
+__all__ = [
+    "HISTORY", "LIVENESS", "MAX_POINTS", "agent_detail", "agents", "charts", "event_json", "filters", "metric_series",
+    "window",
+]
 
 LIVENESS = ("alive", "stale", "offline")
+HISTORY = 50
+"""The agent's latest events that ``/api/agents/{name}`` carries (its page's recent history)."""
 MAX_POINTS = 10_000
 """The most points ``/api/agents/{name}/metrics`` returns at once (``limit``, default 1,000)."""
 
@@ -52,7 +58,8 @@ def agents(store: Store, params: Mapping[str, str]) -> str:
 
 
 def agent_detail(store: Store, handle: AgentHandle) -> dict[str, Any]:
-    """One agent: registration, liveness, state, configs (masked), capabilities, leases, newest metrics."""
+    """One agent: registration, liveness, state, configs (masked), capabilities, leases, newest metrics, and its
+    latest :data:`HISTORY` events from the change log, oldest first."""
     row, state = handle.registration(), handle.state()
     now = db_now(store.database)
     handle.config.refresh()  # another process may have changed a value since this handle read them
@@ -70,7 +77,15 @@ def agent_detail(store: Store, handle: AgentHandle) -> dict[str, Any]:
             if lease.holder_id == handle.id
         ],
         "latest_metrics": [to_json(point) for point in handle.latest_metrics()],
+        "history": [  # by name, then by id: names repeat across types
+            event_json(event) for event in store.history(handle.name, limit=HISTORY) if event.agent_id == handle.id
+        ],
     }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the API sends it: :meth:`Event.as_dict` and ``changes``, ``{column: [old, new]}`` of what moved."""
+    return {**event.as_dict(), "changes": {column: list(pair) for column, pair in event.changes.items()}}
 
 
 def _time(field: str, text: str | None) -> datetime | None:

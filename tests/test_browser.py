@@ -87,12 +87,23 @@ def browser():
         driver.quit()
 
 
+ROWS = """return Array.from(document.querySelectorAll("#agents tr[data-agent]"),
+    (row) => [row.dataset.agent, row.querySelector(".badge").textContent, row.cells[3].textContent]);"""
+
+
 def rows(driver):
-    """``{agent: (liveness, status)}`` as the overview shows them, once its script has drawn them."""
-    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#agents tr[data-agent]"))
-    return {row.get_attribute("data-agent"): (row.find_element(By.CSS_SELECTOR, ".badge").text,
-                                              row.find_elements(By.TAG_NAME, "td")[3].text)
-            for row in driver.find_elements(By.CSS_SELECTOR, "#agents tr[data-agent]")}
+    """``{agent: (liveness, status)}`` as the overview shows them, once its script has drawn them.
+
+    Read by one script, at one moment: the page redraws rows as events arrive.
+    """
+    WebDriverWait(driver, WAIT).until(lambda d: d.execute_script(ROWS))
+    return {name: (liveness, status) for name, liveness, status in driver.execute_script(ROWS)}
+
+
+def text(driver, selector):
+    """The text of the element ``selector`` finds, read by one script ("" when there is none yet)."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+                                 selector)
 
 
 def test_the_overview_shows_the_four_agents_and_their_liveness(site, browser, tmp_path):
@@ -101,10 +112,11 @@ def test_the_overview_shows_the_four_agents_and_their_liveness(site, browser, tm
     assert rows(browser) == {
         "Application Monitor": ("alive", "error"), "Cost Optimizer": ("alive", "active"),
         "Performance Tuner": ("offline", "offline"), "Resource Allocator": ("alive", "active")}
-    allocator = browser.find_element(By.CSS_SELECTOR, 'tr[data-agent="Resource Allocator"]').text
+    allocator = text(browser, 'tr[data-agent="Resource Allocator"]')
     assert "gpu_scaling" in allocator and "TimeoutError: Transient network timeout" in allocator
     assert f"gpu_pool #{token} until " in allocator
-    browser.save_screenshot(str(tmp_path / "overview.png"))
+    WebDriverWait(browser, WAIT).until(lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class"))
+    browser.save_screenshot(str(tmp_path / "overview.png"))  # docs/dashboard-overview.png is one of these
     Select(browser.find_element(By.ID, "filter-liveness")).select_by_value("offline")
     browser.find_element(By.CSS_SELECTOR, ".filters button").click()
     WebDriverWait(browser, WAIT).until(lambda d: "liveness=offline" in d.current_url)
@@ -116,7 +128,8 @@ def test_the_cost_optimizer_page_draws_a_chart_with_data(site, browser, tmp_path
     base, _ = site
     browser.get(base + "/")
     rows(browser)
-    browser.find_element(By.LINK_TEXT, "Cost Optimizer").click()
+    link = 'tr[data-agent="Cost Optimizer"] a'  # the row is drawn anew as events arrive: its link read at once
+    browser.get(browser.execute_script("return document.querySelector(arguments[0]).href", link))
     WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, '#configs tr[data-key]'))
     chart = browser.find_element(By.CSS_SELECTOR, 'figure[data-metric="average_savings_percent"] svg')
     buckets = int(chart.get_attribute("data-buckets"))
@@ -124,10 +137,41 @@ def test_the_cost_optimizer_page_draws_a_chart_with_data(site, browser, tmp_path
     line = chart.find_element(By.TAG_NAME, "polyline")
     assert line.size["width"] > 100 and line.size["height"] > 10  # drawn across the chart, not a dot
     assert len(browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")) == 3
-    key = browser.find_element(By.CSS_SELECTOR, '#configs tr[data-key="provider_api_key"] .value')
-    assert key.text == "***" and SECRET not in browser.page_source
-    latest = browser.find_element(By.ID, "latest").text
-    assert "average_savings_percent 42.5 percent" in latest
+    assert text(browser, '#configs tr[data-key="provider_api_key"] .value') == "***"
+    assert SECRET not in browser.page_source
+    latest = text(browser, "#latest")
+    assert "average_savings_percent\t42.5\tpercent" in latest
     browser.save_screenshot(str(tmp_path / "cost-optimizer.png"))
     browser.execute_script("arguments[0].scrollIntoView()", chart)
     browser.save_screenshot(str(tmp_path / "cost-optimizer-charts.png"))
+
+
+def test_a_config_changed_by_another_process_shows_live_without_reloading(site, browser, database_url, tmp_path):
+    base, _ = site
+    browser.get(base + "/agents/Cost%20Optimizer?type=cost")
+    WebDriverWait(browser, WAIT).until(lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class"))
+
+    def shown(driver):
+        return text(driver, '#configs tr[data-key="cost_threshold_usd"] .value')
+
+    WebDriverWait(browser, WAIT).until(lambda d: shown(d) == "1000")
+    browser.execute_script("window.sameDocument = true")  # gone if the page were loaded again
+    with optistate.connect(database_url, watch=False, actor="operator in another process") as store:
+        store.agent("Cost Optimizer").config.set("cost_threshold_usd", 2750)
+    WebDriverWait(browser, WAIT).until(lambda d: shown(d) == "2750")
+    assert browser.execute_script("return window.sameDocument") is True
+    newest = text(browser, "#history li")
+    assert "config cost_threshold_usd: config_value 1000 → 2750 by operator in another process" in newest
+    browser.save_screenshot(str(tmp_path / "cost-optimizer-live.png"))
+
+
+def test_the_overview_follows_status_changes_live(site, browser, database_url):
+    base, _ = site
+    browser.get(base + "/")
+    assert rows(browser)["Cost Optimizer"] == ("alive", "active")
+    WebDriverWait(browser, WAIT).until(lambda d: "on" in d.find_element(By.ID, "live").get_attribute("class"))
+    browser.execute_script("window.sameDocument = true")
+    with optistate.connect(database_url, watch=False) as store:
+        store.agent("Cost Optimizer").set_status("waiting")
+    WebDriverWait(browser, WAIT).until(lambda d: rows(d)["Cost Optimizer"] == ("alive", "waiting"))
+    assert browser.execute_script("return window.sameDocument") is True

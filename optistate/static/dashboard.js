@@ -57,6 +57,14 @@
   let rows = [];
   const filters = new URLSearchParams(location.search);
 
+  function tickOverview() {  // only the liveness cells change with time; the rows stay
+    const cells = document.querySelectorAll("#agents tr[data-agent] td.liveness");
+    rows.forEach((row, i) => {
+      const [state, seconds] = liveness(row, row.ttl_seconds, row.status);
+      if (cells[i]) { cells[i].replaceChildren(...badge(state, seconds)); cells[i].parentNode.dataset.liveness = state; }
+    });
+  }
+
   function overviewRow(row) {
     const [state, seconds] = liveness(row, row.ttl_seconds, row.status);
     const leases = row.leases.map((l) => el("span", { class: "lease" }, `${l.resource} #${l.token} until ${time(l.expires_at)}`));
@@ -94,12 +102,19 @@
     body.replaceChildren(...(items.length ? items.map(row) : [el("tr", {}, el("td", { colspan: 4 }, empty))]));
   }
 
+  function tickAgent() {
+    if (detail === null) return;
+    const [live, seconds] = liveness(detail, detail.agent.ttl_seconds, detail.agent.status);
+    const cell = document.getElementById("liveness");
+    if (cell) cell.replaceChildren(...badge(live, seconds));
+  }
+
   function renderAgent() {
     const state = detail.state;
     const [live, seconds] = liveness(detail, detail.agent.ttl_seconds, detail.agent.status);
     const fact = (label, ...value) => el("div", {}, el("b", {}, label), ...value);
     document.getElementById("summary").replaceChildren(
-      fact("liveness", ...badge(live, seconds)),
+      fact("liveness", el("span", { id: "liveness" }, ...badge(live, seconds))),
       fact("status", el("span", { class: `status-${state.status}` }, state.status)),
       fact("workflow", state.current_workflow),
       fact("errors", `${state.error_count}`),
@@ -117,6 +132,22 @@
     fill("latest", detail.latest_metrics, (m) => el("tr", {},
       el("td", {}, m.metric_name), el("td", {}, m.metric_value), el("td", {}, m.metric_unit), el("td", {}, time(m.collection_timestamp))),
     "no metrics");
+    const history = detail.history.slice().reverse();  // newest first
+    document.getElementById("history").replaceChildren(...(history.length ? history.map(historyItem) : [el("li", {}, "no changes recorded")]));
+  }
+
+  function shown(value) {
+    return value === null || value === undefined ? "-" : typeof value === "string" ? value : JSON.stringify(value);
+  }
+
+  function historyItem(event) {
+    const what = event.key ? `${event.kind} ${event.key}` : event.kind;
+    const moved = event.old === null ? "created" : event.new === null ? "deleted"
+      : Object.entries(event.changes).map(([column, [before, after]]) => `${column} ${shown(before)} → ${shown(after)}`).join("; ")
+        || "changed (a masked value)";
+    return el("li", { "data-revision": event.revision },
+      el("span", { class: "muted" }, `#${event.revision} ${time(event.at)} `), el("b", {}, what), ": ",
+      el("span", { class: "change" }, moved), el("span", { class: "muted" }, ` by ${event.actor}`));
   }
 
   async function refreshAgent() {
@@ -127,11 +158,25 @@
   }
 
   const pages = {
-    overview: { refresh: refreshOverview, render: renderOverview, ready: () => true },
-    agent: { refresh: refreshAgent, render: renderAgent, ready: () => detail !== null },
+    overview: { refresh: refreshOverview, tick: tickOverview },
+    agent: { refresh: refreshAgent, tick: tickAgent },
   };
   const current = pages[page];
   if (!current) return;
   current.refresh().catch((error) => console.error(error));
-  setInterval(() => { if (current.ready()) current.render(); }, 1000);
+  setInterval(current.tick, 1000);
+
+  // -- live: each change in the change log redraws the page from the API (at most about twice a second) ------------
+  let pending = null;
+  function changed() {
+    if (pending === null) pending = setTimeout(() => { pending = null; current.refresh().catch((e) => console.error(e)); }, 300);
+  }
+  const stream = new EventSource(page === "agent" ? `/api/events/stream?agent=${encodeURIComponent(agentName)}` : "/api/events/stream");
+  const live = document.getElementById("live");
+  stream.addEventListener("open", () => { live.classList.add("on"); live.title = "live: following the change log"; });
+  stream.addEventListener("error", () => { live.classList.remove("on"); live.title = "reconnecting to the change log"; });
+  stream.addEventListener("change", changed);
+  stream.addEventListener("open", changed);  // after a reconnect, what changed meanwhile
+  // Heartbeats are not in the change log: the overview also reads anew now and then, to see agents come back.
+  if (page === "overview") setInterval(changed, 15000);
 })();
