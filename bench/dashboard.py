@@ -90,7 +90,7 @@ def week_of_points(store: optistate.Store) -> optistate.AgentHandle:
 
 
 def measure(url: str, agents: int, repeat: int) -> None:
-    with optistate.connect(url) as store:
+    with optistate.connect(url, watch=False) as store:  # as `optistate serve` opens it; no watch's queries counted
         fleet(store, agents)
         with count_queries() as counted:
             rows = store.overview()

@@ -75,7 +75,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(store: Store, token: str | None = None) -> Starlette:
-    """The dashboard on ``store``; with ``token``, every request but ``/login`` needs it (see :mod:`web_auth`)."""
+    """The dashboard on ``store``; with ``token``, every request but ``/login`` needs it (see :mod:`web_auth`).
+
+    Open ``store`` with ``connect(..., watch=False)``, as ``optistate serve`` does: every request reads what it
+    shows anew, so a config watch would only hold connections and a thread.
+    """
     templates = Jinja2Templates(directory=HERE / "templates")
 
     def reading(endpoint: Callable[[Request], Response]) -> Callable[[Request], Response]:

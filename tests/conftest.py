@@ -111,6 +111,13 @@ def store(db_url: str) -> Iterator[optistate.Store]:
         yield opened
 
 
+@pytest.fixture
+def served(db_url: str) -> Iterator[optistate.Store]:
+    """A second store on the test's database, opened as ``optistate serve`` opens it: without a config watch."""
+    with optistate.connect(db_url, watch=False) as opened:
+        yield opened
+
+
 # --- Appended for the model, rule, database and migration tests ---------------
 
 

@@ -12,9 +12,9 @@ TOKEN = "t0ken-for-the-dashboard-7f3a9c"
 
 
 @pytest.fixture
-def gated(store):
+def gated(store, served):
     seeded(store)
-    return create_app(store, token=TOKEN)
+    return create_app(served, token=TOKEN)
 
 
 def client(app, **kwargs):
@@ -64,9 +64,9 @@ def test_the_login_form_redirects_only_within_the_server(gated, target):
         assert browser.post("/login", data={"token": TOKEN, "next": target}).headers["location"] == "/"
 
 
-def test_without_a_token_only_loopback_host_names_are_answered(store):
+def test_without_a_token_only_loopback_host_names_are_answered(store, served):
     seeded(store)
-    app = create_app(store)
+    app = create_app(served)
     for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765", "127.0.0.1"):
         with TestClient(app, base_url=f"http://{host}") as local:
             assert local.get("/api/agents").status_code == 200, host

@@ -16,9 +16,9 @@ from optistate.web import create_app
 
 
 @pytest.fixture
-def client(store):
+def client(store, served):
     seeded(store)
-    with TestClient(create_app(store), base_url=LOCAL) as opened:
+    with TestClient(create_app(served), base_url=LOCAL) as opened:
         yield opened
 
 
