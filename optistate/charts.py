@@ -25,7 +25,7 @@ class Window(NamedTuple):
     every: timedelta
 
 
-WINDOWS = {
+WINDOWS = {  # buckets start on whole widths from the epoch: one more, partial, where the window starts mid-bucket
     "1h": Window(timedelta(hours=1), timedelta(seconds=15)),  # 240 buckets
     "24h": Window(timedelta(hours=24), timedelta(minutes=5)),  # 288
     "7d": Window(timedelta(days=7), timedelta(minutes=30)),  # 336
