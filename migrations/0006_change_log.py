@@ -10,12 +10,15 @@ becomes sensitive has its earlier events masked too. Not events: heartbeats
 (``last_heartbeat``), ``updated_at`` and lease renewals (``expires_at``),
 which are excluded by each trigger's ``WHEN``; metrics, which have no trigger.
 
-``optistate_revision`` is one row: the last revision handed out and the last
-revision compacted away. Taking a revision updates that row, so its row lock
-is held until the transaction ends: changes commit one at a time, in
-revision order, and a reader that sees revision r committed has seen every
-revision below r that will ever exist (those rolled back leave gaps that
-never fill). Heartbeats and renewals take no revision and never wait on it.
+``optistate_revision`` is one row: the last revision handed out (SQLite; on
+PostgreSQL the sequence ``optistate_revisions`` hands them out) and the last
+revision compacted away. Taking a revision locks that row until the
+transaction ends (SQLite: the write lock; PostgreSQL: ``FOR UPDATE``, which
+makes no new row version however many revisions a transaction takes), so
+changes commit one at a time, in revision order, and a reader that sees
+revision r committed has seen every revision below r that will ever exist
+(those rolled back leave gaps that never fill). Heartbeats and renewals take
+no revision and never wait on it.
 
 The actor is ``optistate.actor``, a transaction-local setting (PostgreSQL,
 ``set_config(…, true)``; it works through a transaction-mode pooler) or the
@@ -46,6 +49,7 @@ REVISIONED = ("agents", "agent_configs", "agent_states", "agent_capabilities")
 KINDS = ("agent", "config", "state", "capability", "lease")
 MASK = "***"
 SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f000+00:00', 'now')"
+TAKE = "PERFORM 1 FROM optistate_revision WHERE id = 1 FOR UPDATE;"  # PostgreSQL: the commit-order lock
 
 
 def _changed(sqlite, columns):
@@ -92,13 +96,12 @@ def _scrub(sqlite, agent, key):
 
 def _postgres_up(db):
     db.execute_sql(
-        "CREATE FUNCTION optistate_next_revision() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "UPDATE optistate_revision SET revision = revision + 1 RETURNING revision INTO NEW.revision; "
-        "RETURN NEW; END $$"
+        f"CREATE FUNCTION optistate_next_revision() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {TAKE} "
+        "NEW.revision := nextval('optistate_revisions'); RETURN NEW; END $$"
     )
     for table, (kind, agent, key, columns) in TRACKED.items():
         revisioned = table in REVISIONED
-        take = "UPDATE optistate_revision SET revision = revision + 1 RETURNING revision INTO rev;"
+        take = f"{TAKE} rev := nextval('optistate_revisions');"
         scrub = ""
         if kind == "config":
             scrub = (
@@ -185,6 +188,8 @@ def up(migrator, db):
         " revision BIGINT NOT NULL, compacted BIGINT NOT NULL)"
     )
     db.execute_sql("INSERT INTO optistate_revision (id, revision, compacted) VALUES (1, 0, 0)")
+    if not sqlite:
+        db.execute_sql("CREATE SEQUENCE optistate_revisions")
     db.execute_sql(
         "CREATE TABLE agent_events ("
         " revision BIGINT NOT NULL PRIMARY KEY,"
@@ -224,3 +229,5 @@ def down(migrator, db):
         db.execute_sql(f"ALTER TABLE {table} DROP COLUMN revision")
     db.execute_sql("DROP TABLE agent_events")
     db.execute_sql("DROP TABLE optistate_revision")
+    if not sqlite:
+        db.execute_sql("DROP SEQUENCE optistate_revisions")

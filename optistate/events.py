@@ -127,8 +127,9 @@ def _check_revision(field: str, value: Any) -> int:
 
 
 def revision(database: peewee.Database) -> int:
-    """The newest revision handed out (0 before any change)."""
-    return int(database.execute_sql("SELECT revision FROM optistate_revision").fetchone()[0])
+    """The newest committed revision (0 before any change): watching from it misses nothing later."""
+    sql = "SELECT coalesce((SELECT max(revision) FROM agent_events), compacted) FROM optistate_revision"
+    return int(database.execute_sql(sql).fetchone()[0])
 
 
 def history(
