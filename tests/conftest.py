@@ -8,7 +8,12 @@ tests skip with the reason, unless ``OPTISTATE_REQUIRE_POSTGRES=1`` (CI sets
 it), which turns that skip into a failure.
 
 ``OPTISTATE_TEST_BACKENDS=sqlite`` or ``=postgres`` limits the run to one
-backend, as tox's ``-sqlite`` and ``-postgres`` factors do.
+backend, as tox's ``-sqlite`` and ``-postgres`` factors do. A third backend,
+``pgbouncer``, is PostgreSQL reached through a real PgBouncer in transaction
+mode (tox's ``-pgbouncer`` factor); with it and without ``postgres``, the
+PostgreSQL-only tests (``pg_url``) go through the pooler too, and
+``$OPTISTATE_LISTEN_URL`` names the same database directly, for what needs a
+session of its own.
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ import optistate
 from optistate import schema
 from optistate.database import open_database
 from optistate.models import MODELS
-from optistate.testing import PostgresServer, PostgresUnavailable, postgres_dsn, postgres_server
+from optistate.testing import PostgresServer, PostgresUnavailable, pgbouncer, postgres_dsn, postgres_server
 
 BACKENDS = [b for b in os.environ.get("OPTISTATE_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
+POOLED = "pgbouncer" in BACKENDS and "postgres" not in BACKENDS
+"""Whether the PostgreSQL-only tests reach their database through PgBouncer."""
+LISTEN_ENV = "OPTISTATE_LISTEN_URL"
 
 
 def without_postgres(exc: PostgresUnavailable) -> NoReturn:
@@ -67,20 +75,46 @@ def _admin(dsn: str, sql: str) -> None:
         conn.close()
 
 
+@pytest.fixture(scope="session")
+def pooler(pg_server: str) -> Iterator[str]:
+    """The URL of a PgBouncer in transaction mode in front of the session's server (its ``postgres`` database)."""
+    try:
+        with pgbouncer(pg_server) as url:
+            yield url
+    except PostgresUnavailable as exc:
+        without_postgres(exc)
+
+
 @pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+def direct_pg_url(pg_server: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database on the server itself, dropped after the test."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     _admin(pg_server, f"CREATE DATABASE {name}")
     base = pg_server.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    _admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # ends the pooler's sessions too
+
+
+@pytest.fixture
+def pgbouncer_url(direct_pg_url: str, pooler: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of a new, empty PostgreSQL database through the pooler; ``$OPTISTATE_LISTEN_URL`` names it directly."""
+    monkeypatch.setenv(LISTEN_ENV, direct_pg_url)
+    return f"{pooler.rsplit('/', 1)[0]}/{direct_pg_url.rsplit('/', 1)[1]}"
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a new, empty PostgreSQL database: through the pooler when the run is :data:`POOLED`."""
+    return str(request.getfixturevalue("pgbouncer_url" if POOLED else "direct_pg_url"))
 
 
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     """The URL of a new SQLite file."""
     return f"sqlite:///{tmp_path / 'optistate.db'}"
+
+
+URL_FIXTURES = {"sqlite": "sqlite_url", "postgres": "direct_pg_url", "pgbouncer": "pgbouncer_url"}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -91,7 +125,7 @@ def backend(request) -> str:
 @pytest.fixture
 def db_url(backend: str, request) -> str:
     """The URL of an empty database on the test's backend."""
-    return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+    return str(request.getfixturevalue(URL_FIXTURES[backend]))
 
 
 @pytest.fixture
@@ -123,11 +157,14 @@ def served(db_url: str) -> Iterator[optistate.Store]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: builds and installs the project; seconds, not milliseconds")
+    config.addinivalue_line(
+        "markers", "direct: needs a session of its own on the PostgreSQL server, so cannot run through PgBouncer"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect ``@pytest.mark.postgres`` tests when ``OPTISTATE_TEST_BACKENDS`` leaves PostgreSQL out."""
-    if "postgres" in BACKENDS:
+    if "postgres" in BACKENDS or "pgbouncer" in BACKENDS:
         return
     deselected = [item for item in items if item.get_closest_marker("postgres")]
     if deselected:

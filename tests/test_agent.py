@@ -537,10 +537,11 @@ def test_metadata_search_uses_the_gin_index_on_postgresql(pg_url):
         agent.record_metrics(points)
         agent.flush()
         store.database.execute_sql("ANALYZE agent_metrics")
-        store.database.execute_sql("SET enable_seqscan = off")  # a table this small would be scanned anyway
         query = agent.metric_reader.select(None, None, None, {"region": "r7"})
         sql, params = query.sql()
-        plan = "\n".join(row[0] for row in store.database.execute_sql("EXPLAIN " + sql, params))
+        with store.database.atomic():  # one transaction: through a pooler the next one may be another session
+            store.database.execute_sql("SET LOCAL enable_seqscan = off")  # a table this small would be scanned
+            plan = "\n".join(row[0] for row in store.database.execute_sql("EXPLAIN " + sql, params))
         # agent_metrics is partitioned: each partition has its own copy of the parent's GIN index
         copies = store.database.execute_sql(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"

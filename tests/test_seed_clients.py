@@ -59,6 +59,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.exc import IntegrityError
@@ -220,12 +221,21 @@ class AgentMetric(Base):
 # -- the seed's fixtures ----------------------------------------------------------------------
 
 
+def in_utc(conn, _record) -> None:
+    """Set the session's zone to UTC: a SET, as PgBouncer refuses the startup option ``-c timezone=UTC`` but
+    keeps TimeZone for its client; committed at once, as SQLAlchemy's pool rolls back what it hands back."""
+    conn.autocommit = True
+    conn.cursor().execute("SET TIME ZONE 'UTC'")
+    conn.autocommit = False
+
+
 @pytest.fixture
 def db_session(pg_url: str) -> Iterator[Session]:
     """A session on a database that ``optistate.connect`` created and migrated."""
     optistate.connect(pg_url).close()
     url = pg_url.replace("postgresql://", "postgresql+psycopg2://", 1)  # SQLAlchemy 2.1's default is psycopg 3
-    engine = create_engine(url, connect_args={"options": "-c timezone=UTC"})
+    engine = create_engine(url)
+    event.listen(engine, "connect", in_utc)
     with Session(engine) as session:
         yield session
     engine.dispose()
