@@ -34,7 +34,7 @@ class Duration(click.ParamType):
 def retain(session: Session, window: timedelta, as_json: bool) -> None:
     """Delete metric points older than --metrics.
 
-    PostgreSQL drops whole day partitions that end at or before the cutoff
+    PostgreSQL drops whole partitions that end at or before the cutoff
     (now minus --metrics) and deletes the default partition's older points;
     SQLite deletes every older point in batches. Nothing at or after the
     cutoff is deleted. Safe while agents write.

@@ -40,7 +40,8 @@ from .metrics import MAX_BUFFER, flush_all
 from .models import MODELS, Agent, AgentStatus, bound_models
 from .overview import overview as agents_overview
 from .overview import reported_status
-from .partitions import PERIOD, PREPARED_AHEAD, Retained, ensure_partitions
+from .partitions import DEFAULT_PERIOD, PREPARED_AHEAD, Retained, ensure_partitions, set_period
+from .partitions import period as stored_period
 from .partitions import retain as retain_metrics
 from .registration import Registrar
 from .registry import Registry
@@ -86,7 +87,7 @@ def connect(
     database = open_database(url)
     if migrate:
         apply_migrations(database)
-        ensure_partitions(database, utcnow() - PERIOD, utcnow() + PREPARED_AHEAD)  # PostgreSQL's metric days
+        ensure_partitions(database, utcnow() - DEFAULT_PERIOD, utcnow() + PREPARED_AHEAD)  # a day back to a week on
     database.bind(MODELS)
     return Store(
         database, plugins or Registry(), url=redact(url), max_buffer=max_buffer, keyring=keyring, watch=watch,
@@ -287,7 +288,7 @@ class Store:
     def retain(self, metrics: timedelta) -> Retained:
         """Delete the metric points older than ``metrics`` before now; see :func:`optistate.partitions.retain`.
 
-        PostgreSQL drops whole day partitions that end at or before the cutoff and deletes the default
+        PostgreSQL drops whole partitions that end at or before the cutoff and deletes the default
         partition's older rows; SQLite deletes in batches. Nothing at or after the cutoff is deleted.
         """
         return retain_metrics(self.database, metrics)
@@ -331,6 +332,24 @@ class Store:
     def compact(self, keep: timedelta) -> int:
         """Forget events older than ``keep``; return how many; see :func:`optistate.events.compact`."""
         return compact(self.database, keep)
+
+    @property
+    def partition_period(self) -> timedelta:
+        """The span of each new ``agent_metrics`` partition on PostgreSQL, stored in the database (one day by default).
+
+        :raises ConfigurationError: on SQLite, which keeps one table.
+        """
+        return stored_period(self.database)
+
+    def set_partition_period(self, period: timedelta) -> list[str]:
+        """Store the span of new ``agent_metrics`` partitions, for every process; see :func:`.partitions.set_period`.
+
+        Future partitions without rows are remade at once; their names are returned.
+
+        :raises ValidationError: not a whole number of hours from 1 hour to 366 days.
+        :raises ConfigurationError: on SQLite, which keeps one table.
+        """
+        return set_period(self.database, period)
 
     def locks(self) -> list[LeaseInfo]:
         """Every lease held now: resource, holder agent's name and id, token, acquired_at, expires_at."""

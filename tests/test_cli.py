@@ -348,7 +348,7 @@ def test_plugins_reports_a_blocked_plugin_absent(monkeypatch):
 
 
 MIGRATIONS = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults", "0004_liveness_and_leases",
-              "0005_partitioned_metrics", "0006_change_log"]
+              "0005_partitioned_metrics", "0006_change_log", "0007_partition_period"]
 
 
 def test_migrate_status_apply_and_down(db_url):
@@ -361,7 +361,7 @@ def test_migrate_status_apply_and_down(db_url):
     assert ok(db_url, "migrate") == "nothing to apply: the schema is up to date\n"
     assert "0002_agent_state_tables   applied" in ok(db_url, "migrate", "--status")
     assert json.loads(ok(db_url, "migrate", "--down", "0002_agent_state_tables", "--json")) == {
-        "reverted": ["0006_change_log", "0005_partitioned_metrics",
+        "reverted": ["0007_partition_period", "0006_change_log", "0005_partitioned_metrics",
                      "0004_liveness_and_leases", "0003_database_defaults",
                      "0002_agent_state_tables"]}
     assert json.loads(ok(db_url, "migrate", "--status", "--json"))[1]["applied"] is False

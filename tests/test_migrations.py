@@ -26,7 +26,7 @@ from optistate.testing import run_together
 
 REPO = Path(__file__).resolve().parent.parent
 ALL = ["0001_agents", "0002_agent_state_tables", "0003_database_defaults", "0004_liveness_and_leases",
-       "0005_partitioned_metrics", "0006_change_log"]
+       "0005_partitioned_metrics", "0006_change_log", "0007_partition_period"]
 TABLES = {"agents", "agent_configs", "agent_states", "agent_capabilities", "agent_metrics"}
 ALL_TABLES = TABLES | {"agent_leases"}  # 0004's leases are not among the defaulted tables
 
@@ -46,11 +46,12 @@ def empty(db_url: str) -> Iterator[peewee.Database]:
     db.close()
 
 
-PARTITION = re.compile(r"agent_metrics_(p[0-9]{8}|default)")  # 0005's partitions of agent_metrics on PostgreSQL
+# PostgreSQL only: 0005's partitions of agent_metrics and 0007's table of their period
+PARTITIONING = re.compile(r"agent_metrics_(p[0-9]{8}(_[0-9]{2})?|default)|optistate_partitioning")
 
 
 def tables(db: peewee.Database) -> set[str]:
-    return {name for name in db.get_tables() if not PARTITION.fullmatch(name)}
+    return {name for name in db.get_tables() if not PARTITIONING.fullmatch(name)}
 
 
 def trigger_function_exists(db: peewee.Database) -> bool:
@@ -77,6 +78,8 @@ class TestMigrate:
     def test_rollback_reverts_the_latest(self, empty):
         schema.migrate(empty)
 
+        assert schema.rollback(empty) == ["0007_partition_period"]
+        assert "optistate_partitioning" not in empty.get_tables()
         assert schema.rollback(empty) == ["0006_change_log"]
         assert tables(empty) == ALL_TABLES | {HISTORY_TABLE}
         assert "revision" not in {c.name for c in empty.get_columns("agent_configs")}

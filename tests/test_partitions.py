@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -14,9 +16,9 @@ import optistate
 from optistate import schema
 from optistate.cli import cli
 from optistate.database import open_database
-from optistate.errors import ValidationError
+from optistate.errors import ConfigurationError, ValidationError
 from optistate.fields import utcnow
-from optistate.partitions import DEFAULT_PARTITION, PREPARED_AHEAD, ensure_partitions, partition_name
+from optistate.partitions import DEFAULT_PARTITION, DEFAULT_PERIOD, PREPARED_AHEAD, ensure_partitions, partition_name
 
 UTC = timezone.utc
 
@@ -29,8 +31,13 @@ def partitions(db: peewee.Database) -> dict[str, str]:
     return dict(rows)
 
 
+def day_of(moment: datetime) -> datetime:
+    """The UTC midnight starting ``moment``'s day: where its day partition starts."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def midnight(days: int = 0) -> datetime:
-    return utcnow().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=days)
+    return day_of(utcnow()) + timedelta(days=days)
 
 
 @pytest.fixture
@@ -66,7 +73,7 @@ def test_points_land_in_their_day_far_ones_in_the_default_and_deleting_the_agent
     agent.record_metric("m", 2.0, timestamp=soon)
     assert agent.flush() == 2
     where = dict(pg.database.execute_sql("SELECT metric_value, tableoid::regclass::text FROM agent_metrics"))
-    assert where == {1.0: DEFAULT_PARTITION, 2.0: partition_name(soon)}
+    assert where == {1.0: DEFAULT_PARTITION, 2.0: partition_name(midnight(3))}
     assert partition_name(far) not in partitions(pg.database)  # a stray time gets no partition of its own
     pg.database.execute_sql("DELETE FROM agents")
     assert pg.database.execute_sql("SELECT count(*) FROM agent_metrics").fetchone()[0] == 0
@@ -106,7 +113,7 @@ def test_a_time_range_query_prunes_partitions(pg):
     sql, params = query.sql()
     plan = "\n".join(row[0] for row in pg.database.execute_sql("EXPLAIN " + sql, params))
     scanned = {name for name in partitions(pg.database) if f" {name} " in plan}
-    assert scanned == {partition_name(since)}, plan  # not the other days, not even the default
+    assert scanned == {partition_name(midnight(1))}, plan  # not the other days, not even the default
 
 
 @pytest.mark.parametrize("rows", [10_000, pytest.param(1_000_000, marks=pytest.mark.slow)])  # a million: ~75 s
@@ -160,8 +167,8 @@ def test_retain_never_deletes_inside_the_window_and_leaves_nothing_older_than_wi
         assert left == [4.0, 5.0, 6.0] and result.deleted_rows == 3  # exact: everything before the cutoff
         return
     assert result.deleted_rows == 1  # the 400-day-old point sat in the default partition
-    assert partition_name(now - ages[2.0]) in result.dropped_partitions  # its whole day was before the cutoff
-    assert all(partition_name(result.cutoff) <= name for name in partitions(store.database)
+    assert partition_name(day_of(now - ages[2.0])) in result.dropped_partitions  # its whole day was before the cutoff
+    assert all(partition_name(day_of(result.cutoff)) <= name for name in partitions(store.database)
                if name != DEFAULT_PARTITION)  # the day holding the cutoff and later ones stay
     assert store.retain(metrics=timedelta(days=3)).dropped_partitions == []
 
@@ -229,3 +236,69 @@ def test_retain_runs_while_agents_ingest(pg):
     assert {partition_name(midnight(-d)) for d in (6, 5, 4)} <= set(dropped)
     counts = pg.database.execute_sql("SELECT metric_value, count(*) FROM agent_metrics GROUP BY 1").fetchall()
     assert dict(counts).get(2.0) is None and dict(counts)[1.0] == sum(flushed) >= 150  # every ingested point kept
+
+
+# --- the partition period, stored in the database -------------------------------------------------------------
+
+
+def spans(db: peewee.Database) -> dict[str, tuple[datetime, datetime]]:
+    """Each partition's bounds but the default's, read back from the catalog."""
+    found = {}
+    for name, bound in partitions(db).items():
+        if bound != "DEFAULT":
+            low, high = re.findall(r"'([^']*)'", bound)
+            found[name] = db.execute_sql("SELECT %s::timestamptz, %s::timestamptz", (low, high)).fetchone()
+    return found
+
+
+def test_a_changed_period_is_stored_for_every_process_and_remakes_the_empty_future(pg, pg_url):
+    assert pg.partition_period == DEFAULT_PERIOD
+    today, asked = midnight(), utcnow() + PREPARED_AHEAD
+    remade = pg.set_partition_period(timedelta(hours=6))
+    with optistate.connect(pg_url) as other:  # another process sharing the database reads the same period
+        assert other.partition_period == timedelta(hours=6)
+        agent = other.start_agent("cost", name="Parts")
+        soon = today + timedelta(days=2, hours=7, minutes=30)
+        agent.record_metric("m", 1.0, timestamp=soon)
+        assert agent.flush() == 1
+        assert other.database.execute_sql("SELECT tableoid::regclass::text FROM agent_metrics").fetchone()[0] == (
+            partition_name(today + timedelta(days=2, hours=6)))
+    found = spans(pg.database)
+    assert found[partition_name(today)] == (today, today + timedelta(days=1))  # holds now: its bounds stay
+    after = sorted(bounds for bounds in found.values() if bounds[0] > today)
+    assert after[0][0] == today + timedelta(days=1)  # the new period starts where the kept partitions end
+    assert all(high - low == timedelta(hours=6) and low.hour % 6 == 0 for low, high in after)
+    assert after[-1][1] > asked
+    assert {partition_name(low) for low, _ in after} == set(remade)
+    assert all(high == low2 for (_, high), (low2, _) in itertools.pairwise(after))  # no gap, no overlap
+
+
+def test_retain_leaves_nothing_older_than_the_cutoff_plus_one_period(pg):
+    pg.set_partition_period(timedelta(hours=4))
+    agent = pg.start_agent("cost", name="Old")
+    now = utcnow()
+    ages = {1.0: timedelta(hours=80), 2.0: timedelta(hours=74, minutes=1), 3.0: timedelta(hours=70, seconds=-1),
+            4.0: timedelta(hours=69)}
+    agent.record_metrics({"name": "m", "value": v, "timestamp": now - age} for v, age in ages.items())
+    agent.flush()
+    result = pg.retain(metrics=timedelta(hours=70))
+    assert stored(pg) == [3.0, 4.0]  # inside the window: kept; older than the cutoff plus 4 hours: gone
+    assert result.dropped_partitions and result.deleted_rows == 0
+    found = spans(pg.database)
+    assert not set(result.dropped_partitions) & set(found)
+    holding = [bounds for bounds in found.values() if bounds[0] <= result.cutoff < bounds[1]]
+    assert len(holding) == 1 and holding[0][1] - holding[0][0] == timedelta(hours=4)  # kept whole
+    assert all(high > result.cutoff for _, high in found.values())  # every partition ending by the cutoff went
+
+
+def test_the_period_refuses_what_is_not_whole_hours_and_sqlite_has_none(pg, sqlite_url):
+    for bad in (timedelta(minutes=90), timedelta(minutes=30), timedelta(days=400), 6):
+        with pytest.raises(ValidationError, match="partition_period=") as caught:
+            pg.set_partition_period(bad)  # type: ignore[arg-type]
+        assert caught.value.field == "partition_period"
+    assert pg.partition_period == DEFAULT_PERIOD
+    with optistate.connect(sqlite_url) as lite:
+        with pytest.raises(ConfigurationError, match="one table"):
+            lite.set_partition_period(timedelta(hours=6))
+        with pytest.raises(ConfigurationError, match="one table"):
+            lite.partition_period  # noqa: B018
