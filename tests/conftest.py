@@ -157,9 +157,6 @@ def served(db_url: str) -> Iterator[optistate.Store]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: builds and installs the project; seconds, not milliseconds")
-    config.addinivalue_line(
-        "markers", "direct: needs a session of its own on the PostgreSQL server, so cannot run through PgBouncer"
-    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
