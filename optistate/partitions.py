@@ -112,10 +112,14 @@ def _check_period(value: Any) -> timedelta:
 def period(database: peewee.Database) -> timedelta:
     """The span of each new ``agent_metrics`` partition, as stored in the database.
 
+    :data:`DEFAULT_PERIOD` where nothing is stored: a database migrated through 0005 but not 0007.
+
     :raises ConfigurationError: on SQLite, which keeps one table.
     """
     if is_sqlite(database):
         raise ConfigurationError("partition_period", None, "SQLite keeps agent_metrics in one table, unpartitioned")
+    if database.execute_sql("SELECT to_regclass(%s)", (SETTINGS,)).fetchone()[0] is None:
+        return DEFAULT_PERIOD
     row = database.execute_sql(f"SELECT period FROM {SETTINGS} WHERE table_name = %s", (TABLE,)).fetchone()
     return row[0] if row else DEFAULT_PERIOD
 

@@ -18,7 +18,14 @@ from optistate.cli import cli
 from optistate.database import open_database
 from optistate.errors import ConfigurationError, ValidationError
 from optistate.fields import utcnow
-from optistate.partitions import DEFAULT_PARTITION, DEFAULT_PERIOD, PREPARED_AHEAD, ensure_partitions, partition_name
+from optistate.partitions import (
+    DEFAULT_PARTITION,
+    DEFAULT_PERIOD,
+    PREPARED_AHEAD,
+    ensure_partitions,
+    partition_name,
+    period,
+)
 
 UTC = timezone.utc
 
@@ -135,6 +142,7 @@ def test_the_migration_keeps_every_row_of_a_populated_table_and_its_downgrade_to
     before = db.execute_sql(checksum).fetchone()
     assert before[0] == rows
     assert schema.migrate(db, "0005_partitioned_metrics") == ["0005_partitioned_metrics"]
+    assert period(db) == DEFAULT_PERIOD  # nothing stored before 0007: the period 0005 cut
     assert db.execute_sql(checksum).fetchone() == before
     assert db.execute_sql(f"SELECT count(*) FROM {DEFAULT_PARTITION}").fetchone()[0] >= rows // 1000
     assert len(partitions(db)) > 40
