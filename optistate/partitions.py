@@ -188,8 +188,9 @@ def ensure_partitions(database: peewee.Database, start: datetime, end: datetime)
     :data:`RECHECK` or lacks a time asked for. Race-safe: partitions are made
     in one transaction under a transaction-scoped advisory lock, after reading
     the catalog and the period again. Rows the default partition holds for a
-    new partition's span move into it. A failure is logged, not raised: the
-    default partition takes the rows.
+    new partition's span move into it. A database error is logged, not
+    raised: the default partition takes the rows. A lost connection raises
+    :class:`~optistate.errors.ConnectionError`, as the flush that follows would.
     """
     if is_sqlite(database):
         return []
