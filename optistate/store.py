@@ -41,7 +41,6 @@ from .models import MODELS, Agent, AgentStatus, bound_models
 from .overview import overview as agents_overview
 from .overview import reported_status
 from .partitions import DEFAULT_PERIOD, PREPARED_AHEAD, Retained, ensure_partitions, set_period
-from .partitions import period as stored_period
 from .partitions import retain as retain_metrics
 from .registration import Registrar
 from .registry import Registry
@@ -333,22 +332,8 @@ class Store:
         """Forget events older than ``keep``; return how many; see :func:`optistate.events.compact`."""
         return compact(self.database, keep)
 
-    @property
-    def partition_period(self) -> timedelta:
-        """The span of each new ``agent_metrics`` partition on PostgreSQL, stored in the database (one day by default).
-
-        :raises ConfigurationError: on SQLite, which keeps one table.
-        """
-        return stored_period(self.database)
-
     def set_partition_period(self, period: timedelta) -> list[str]:
-        """Store the span of new ``agent_metrics`` partitions, for every process; see :func:`.partitions.set_period`.
-
-        Future partitions without rows are remade at once; their names are returned.
-
-        :raises ValidationError: not a whole number of hours from 1 hour to 366 days.
-        :raises ConfigurationError: on SQLite, which keeps one table.
-        """
+        """Store the span of new metric partitions, for every process; see :func:`.partitions.set_period`."""
         return set_period(self.database, period)
 
     def locks(self) -> list[LeaseInfo]:
