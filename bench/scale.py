@@ -55,6 +55,8 @@ class Scale(NamedTuple):
 
 FULL = Scale((0, 1_000_000, 10_000_000), 50_000, 1_000_000, 1_000_000, (10, 10_000, 100_000), 300, 4, 50, 100, 30)
 QUICK = Scale((0, 20_000, 100_000), 5_000, 20_000, 20_000, (10, 1_000, 5_000), 30, 2, 10, 10, 5)
+AGENT_BATCH = 1_000
+"""Agents one filling transaction registers (see :func:`fill_agents`)."""
 WARM_UP = 5
 """start_agent calls before each timed series."""
 FILL_BATCH = 1_000_000
@@ -231,19 +233,29 @@ def bench_retention(base: str, scale: Scale, rows: list[Row]) -> None:
 
 
 def fill_agents(url: str, template: str, first: int, last: int) -> None:
-    """Agents ``fleet-first..fleet-last`` of type cost, each with the template agent's configs, capabilities, state."""
+    """Agents ``fleet-first..fleet-last`` of type cost, each with the template agent's configs, capabilities, state.
+
+    ``AGENT_BATCH`` agents per transaction, as a fleet registers: every row takes a revision of the change
+    log (migration 0006) by updating its one counter row, and in one transaction each update walks the
+    versions the earlier ones left, so a single 100,000-agent INSERT would take time quadratic in its rows.
+    """
     conn = psycopg2.connect(url)
-    with conn, conn.cursor() as cursor:
-        cursor.execute("INSERT INTO agents (type, name, version) SELECT 'cost', 'fleet-' || i, '1.0.0'"
-                       " FROM generate_series(%s, %s) AS i", (first, last))
+    with conn.cursor() as cursor:
+        columns = {}
         for table in ("agent_configs", "agent_capabilities", "agent_states"):
             cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s"
-                           " AND column_name NOT IN ('id', 'agent_id')", (table,))
-            columns = [row[0] for row in cursor.fetchall()]
-            cursor.execute(f"INSERT INTO {table} (agent_id, {', '.join(columns)})"
-                           f" SELECT a.id, {', '.join('t.' + c for c in columns)} FROM {table} t,"
-                           " generate_series(%s, %s) AS i JOIN agents a ON a.type = 'cost' AND a.name = 'fleet-' || i"
-                           " WHERE t.agent_id = %s", (first, last, template))
+                           " AND column_name NOT IN ('id', 'agent_id', 'revision')", (table,))
+            columns[table] = [row[0] for row in cursor.fetchall()]
+        for start in range(first, last + 1, AGENT_BATCH):
+            end = min(last, start + AGENT_BATCH - 1)
+            with conn:
+                cursor.execute("INSERT INTO agents (type, name, version) SELECT 'cost', 'fleet-' || i, '1.0.0'"
+                               " FROM generate_series(%s, %s) AS i", (start, end))
+                for table, names in columns.items():
+                    cursor.execute(f"INSERT INTO {table} (agent_id, {', '.join(names)})"
+                                   f" SELECT a.id, {', '.join('t.' + c for c in names)} FROM {table} t,"
+                                   " generate_series(%s, %s) AS i JOIN agents a ON a.type = 'cost'"
+                                   " AND a.name = 'fleet-' || i WHERE t.agent_id = %s", (start, end, template))
     conn.close()
     run_sql(url, "ANALYZE")
 
