@@ -235,9 +235,7 @@ def bench_retention(base: str, scale: Scale, rows: list[Row]) -> None:
 def fill_agents(url: str, template: str, first: int, last: int) -> None:
     """Agents ``fleet-first..fleet-last`` of type cost, each with the template agent's configs, capabilities, state.
 
-    ``AGENT_BATCH`` agents per transaction, as a fleet registers: every row takes a revision of the change
-    log (migration 0006) by updating its one counter row, and in one transaction each update walks the
-    versions the earlier ones left, so a single 100,000-agent INSERT would take time quadratic in its rows.
+    ``AGENT_BATCH`` agents per transaction, as a fleet registers over time rather than in one statement.
     """
     conn = psycopg2.connect(url)
     with conn.cursor() as cursor:
