@@ -131,8 +131,14 @@ class _Reconnecting:
             self._forget()
 
     def _forget(self) -> None:
-        conn = self._state.conn
+        """Drop the lost connection; open ``connection_context()`` blocks stay open, and their exits close.
+
+        Through a transaction-mode pooler a dropped database shows as a connection lost mid-statement,
+        inside such a block: emptying its stack as well would make the block's exit fail.
+        """
+        conn, blocks = self._state.conn, self._state.ctx
         self._state.reset()
+        self._state.ctx = blocks
         if conn is not None:
             with contextlib.suppress(Exception):
                 self._release(conn)
