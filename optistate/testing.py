@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import multiprocessing
 import os
 import shutil
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +29,8 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "PostgresServer",
+    "StatementCounter",
+    "count_statements",
     "PostgresUnavailable",
     "find_pg_bin",
     "pgbouncer",
@@ -250,3 +254,29 @@ def run_together(target: Callable[..., Any], args: tuple[Any, ...], processes: i
     for process in started:
         process.join(timeout=60)
     return outcomes
+
+
+class StatementCounter(logging.Handler):
+    """Counts the statements peewee logs from the thread that made it: a store's config watch queries from its own."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.thread, self.count = threading.get_ident(), 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += record.thread == self.thread
+
+
+@contextlib.contextmanager
+def count_statements() -> Iterator[StatementCounter]:
+    """Within the block, count this thread's statements (``counter.count``), as playhouse's ``count_queries``
+    does for every thread."""
+    logger = logging.getLogger("peewee")
+    counter, level = StatementCounter(), logger.level
+    logger.addHandler(counter)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield counter
+    finally:
+        logger.removeHandler(counter)
+        logger.setLevel(level)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -17,30 +14,7 @@ import optistate
 from optistate import Capability, Config, hookimpl
 from optistate.errors import NotFoundError, OptistateError, UnknownAgentType, ValidationError
 from optistate.models import AgentConfig, AgentMetric
-
-
-class _ThisThread(logging.Handler):
-    """Counts peewee's statements of this thread only: the store's config watch queries from its own."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.thread, self.count = threading.get_ident(), 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += record.thread == self.thread
-
-
-@contextlib.contextmanager
-def count_queries() -> Iterator[_ThisThread]:
-    logger = logging.getLogger("peewee")
-    counter, level = _ThisThread(), logger.level
-    logger.addHandler(counter)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield counter
-    finally:
-        logger.removeHandler(counter)
-        logger.setLevel(level)
+from optistate.testing import count_statements as count_queries
 
 
 class ProbePlugin:

@@ -5,11 +5,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from playhouse.test_utils import count_queries
 
 import optistate
 from optistate import demo
 from optistate.cli import cli
+from optistate.testing import count_statements as count_queries
 
 SEED_STATES = {
     "Cost Optimizer": ("active", "cost_analysis", ["gpu_cluster_1", "billing_data"]),

@@ -7,10 +7,10 @@ import time
 import uuid
 
 import pytest
-from playhouse.test_utils import count_queries
 
 from optistate import demo
 from optistate.overview import overview_json
+from optistate.testing import count_statements as count_queries
 
 
 def test_each_summary_matches_the_agents_rows(store):
